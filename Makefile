@@ -1,0 +1,76 @@
+# Perch: the two commands a new user needs are `make demo` and `make test`; each installs what
+# a fresh Debian machine lacks first. `make help` lists the rest.
+
+SHELL := /bin/bash
+GO    ?= go
+BUILD := build
+MODS  := $(BUILD)/modules
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the build and the tests need.
+DEB_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+
+# First-party Go guests: name -> package folder. The manifest sits beside each module's source.
+GO_GUESTS := bme280:modules/drivers/bme280 window:modules/filters/window threshold:modules/rules/threshold
+# Test-only guests (hostile behaviour for the supervisor's tests).
+TEST_GUESTS := hostile:runtime/testdata/hostile
+# C guests: name -> folder with NAME.c.
+C_GUESTS := scale:modules/filters/scale
+
+GUEST_GO_FLAGS := -buildmode=c-shared -trimpath
+WASM_CFLAGS    := --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Werror -Isdk/c \
+                  -Wl,--export=perch_abi_version,--export=perch_buffer,--export=perch_init \
+                  -Wl,--export-if-defined=perch_process,--export-if-defined=perch_poll
+
+.PHONY: help deps modules build demo test bench check clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages a fresh machine lacks
+	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+modules: deps ## build every first-party Wasm module from source into build/modules
+	@mkdir -p $(MODS)
+	@set -e; for g in $(GO_GUESTS) $(TEST_GUESTS); do \
+	  name=$${g%%:*}; dir=$${g#*:}; \
+	  GOOS=wasip1 GOARCH=wasm $(GO) build $(GUEST_GO_FLAGS) -o $(MODS)/$$name.wasm ./$$dir/wasm; \
+	  cp $$dir/manifest.yaml $(MODS)/$$name.manifest.yaml; \
+	  echo "  $(MODS)/$$name.wasm  $$(stat -c %s $(MODS)/$$name.wasm) bytes"; \
+	done
+	@set -e; for g in $(C_GUESTS); do \
+	  name=$${g%%:*}; dir=$${g#*:}; \
+	  clang $(WASM_CFLAGS) -o $(MODS)/$$name.wasm $$dir/$$name.c; \
+	  cp $$dir/manifest.yaml $(MODS)/$$name.manifest.yaml; \
+	  echo "  $(MODS)/$$name.wasm  $$(stat -c %s $(MODS)/$$name.wasm) bytes"; \
+	done
+
+build: ## build the perch binary into build/perch
+	$(GO) build -trimpath -o $(BUILD)/perch ./runtime/cmd/perch
+
+demo: modules build ## run the demo pipeline on a simulated BME280 for a minute, then print the recorder
+	@mkdir -p var
+	$(BUILD)/perch run --config examples/demo/perch.yaml --for $${DEMO_FOR:-60s}
+	$(BUILD)/perch db --db var/perch.db
+
+test: modules ## run every test, integration tests included
+	$(GO) test -count=1 ./...
+
+bench: modules ## run the Go benchmarks (compare runs with benchstat)
+	$(GO) test -run '^$$' -bench . -benchmem -count $${COUNT:-1} ./runtime/... ./modules/... ./sdk/...
+
+check: modules ## gofmt, vet, go mod tidy, cross-builds (linux/arm64 with cgo, wasip1 guests)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./modules/...
+	$(GO) mod tidy && git diff --exit-code go.mod go.sum
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -o $(BUILD)/perch-linux-arm64 ./runtime/cmd/perch
+	@echo "check: ok"
+
+clean: ## remove build output and the demo database
+	rm -rf $(BUILD) var

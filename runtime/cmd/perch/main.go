@@ -1,0 +1,70 @@
+// Command perch is the Perch edge runtime and its tools.
+//
+//	perch run --config perch.yaml [--for 60s] [--quiet]   run a pipeline
+//	perch validate perch.yaml                              check a config without running it
+//	perch db --db var/perch.db [VIEW ...]                  print the recorder's views
+//	perch module new NAME [--dir DIR]                      scaffold a Go module
+//	perch version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Version is the runtime's version, set at build time with -ldflags "-X main.Version=...".
+var Version = "0.1.0-dev"
+
+const usage = `perch: the Perch edge runtime
+
+Usage:
+  perch run --config FILE [--for DURATION] [--quiet] [--log-level LEVEL]
+  perch validate FILE
+  perch db --db FILE [VIEW ...]
+  perch module new NAME [--dir DIR]
+  perch version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("perch: no command")
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return cmdRun(ctx, rest, stdout, stderr)
+	case "validate":
+		return cmdValidate(ctx, rest, stdout, stderr)
+	case "db":
+		return cmdDB(ctx, rest, stdout, stderr)
+	case "module":
+		return cmdModule(rest, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "perch", Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("perch: unknown command %q", cmd)
+	}
+}

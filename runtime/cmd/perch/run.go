@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/perch-edge/perch/runtime"
+	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("perch run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/perch/perch.yaml", "the pipeline config `file`")
+	dur := fs.Duration("for", 0, "stop after this long (0: until SIGINT or SIGTERM)")
+	quiet := fs.Bool("quiet", false, "do not print summaries and alerts")
+	level := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	interp := fs.Bool("interpreter", false, "run modules on wazero's interpreter instead of its compiler")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("perch run: --log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	opts := runtime.Options{Logger: log, Interpreter: *interp}
+	if !*quiet {
+		p := &printer{w: stdout}
+		opts.OnRecords = p.print
+	}
+	rt, err := runtime.New(ctx, cfg, opts)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	if *dur > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *dur)
+		defer cancel()
+	}
+	fmt.Fprintf(stdout, "perch %s: running %s (%d modules), recording to %s\n", Version, cfg.File, len(cfg.Modules), cfg.Store.Path)
+	if err := rt.Run(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "perch: stopped; the recorder is at", cfg.Store.Path)
+	return nil
+}
+
+// printer prints summaries and alerts as they happen.
+type printer struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (p *printer) print(module string, batch []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	it := abi.Iter{Buf: batch}
+	for it.Next() {
+		r := &it.Rec
+		if r.Kind != abi.KindSummary && r.Kind != abi.KindAlert {
+			continue
+		}
+		var b strings.Builder
+		ts := time.Unix(0, r.TimeNS).Format("15:04:05")
+		if r.Kind == abi.KindAlert {
+			state, _ := r.Tag("state")
+			sev, _ := r.Tag("severity")
+			msg, _ := r.Tag("message")
+			fmt.Fprintf(&b, "%s ALERT %-7s %s %s/%s [%s] %s", ts, state, module, r.Source, r.Series, sev, msg)
+		} else {
+			fmt.Fprintf(&b, "%s summary %s %s/%s", ts, module, r.Source, r.Series)
+		}
+		r.Fields(func(name []byte, v float64) {
+			if r.Kind == abi.KindSummary && !strings.HasSuffix(string(name), "_mean") {
+				return
+			}
+			fmt.Fprintf(&b, " %s=%.2f", name, v)
+		})
+		fmt.Fprintln(p.w, b.String())
+	}
+}
+
+func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("perch validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("perch validate: want one config file, got %d arguments", fs.NArg())
+	}
+	cfg, err := config.Load(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if err := runtime.Validate(ctx, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d devices, %d modules)\n", cfg.File, len(cfg.Devices), len(cfg.Modules))
+	return nil
+}

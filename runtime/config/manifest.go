@@ -1,0 +1,203 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Module kinds a manifest can declare.
+const (
+	KindDriver = "driver" // polled; reads devices and emits readings
+	KindFilter = "filter" // takes records in, emits records
+	KindRule   = "rule"   // takes records in, emits alerts
+)
+
+// Manifest is what a module declares about itself: what it is, what it emits and what it needs.
+// It is plain data; anything it does not declare cannot be granted.
+type Manifest struct {
+	Name        string   `yaml:"name"`
+	Version     string   `yaml:"version"`
+	ABI         int      `yaml:"abi"`   // 1
+	Kind        string   `yaml:"kind"`  // driver, filter or rule
+	Emits       []string `yaml:"emits"` // record kinds: reading, summary, score, alert, event
+	Description string   `yaml:"description"`
+	Needs       Needs    `yaml:"needs"`
+}
+
+// Needs declares the devices and capabilities a module may be granted.
+type Needs struct {
+	I2C   []I2CNeed  `yaml:"i2c"`
+	SPI   []SPINeed  `yaml:"spi"`
+	GPIO  []GPIONeed `yaml:"gpio"`
+	UART  []UARTNeed `yaml:"uart"`
+	State bool       `yaml:"state"`
+}
+
+// I2CNeed is an I2C device the module can drive: an address, on a given bus or any bus.
+type I2CNeed struct {
+	Bus     *int `yaml:"bus"` // nil: any bus
+	Address int  `yaml:"address"`
+}
+
+// SPINeed is an SPI device: a bus and chip select, each optional.
+type SPINeed struct {
+	Bus *int `yaml:"bus"`
+	CS  *int `yaml:"cs"`
+}
+
+// GPIONeed is a GPIO line of a given direction; a nil Line means any line.
+type GPIONeed struct {
+	Line *int   `yaml:"line"`
+	Mode string `yaml:"mode"` // "in" or "out"
+}
+
+// UARTNeed is a serial port; an empty Port means any port.
+type UARTNeed struct {
+	Port string `yaml:"port"`
+}
+
+// ManifestPath returns the path of the manifest that belongs to a module binary: the file beside
+// it with .wasm replaced by .manifest.yaml.
+func ManifestPath(wasm string) string {
+	return strings.TrimSuffix(wasm, filepath.Ext(wasm)) + ".manifest.yaml"
+}
+
+// LoadManifest reads and validates a manifest file strictly.
+func LoadManifest(path string) (*Manifest, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return ParseManifest(path, data)
+}
+
+// ParseManifest decodes and validates a manifest; file names it in errors.
+func ParseManifest(file string, data []byte) (*Manifest, error) {
+	p := &parser{file: file, lines: map[string]int{}}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, p.yamlErr(err)
+	}
+	p.index(&root, "")
+	var m Manifest
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&m); err != nil {
+		return nil, p.yamlErr(err)
+	}
+	if !nameRE.MatchString(m.Name) {
+		p.errf("name", "want a lowercase name, got %q", m.Name)
+	}
+	if m.Version == "" {
+		p.errf("version", "required")
+	}
+	if m.ABI != 1 {
+		p.errf("abi", "this runtime speaks ABI 1, the module wants %d", m.ABI)
+	}
+	switch m.Kind {
+	case KindDriver, KindFilter, KindRule:
+	default:
+		p.errf("kind", "want driver, filter or rule, got %q", m.Kind)
+	}
+	for i, k := range m.Emits {
+		switch k {
+		case "reading", "summary", "score", "alert", "event":
+		default:
+			p.errf(fmt.Sprintf("emits[%d]", i), "unknown record kind %q", k)
+		}
+	}
+	for i, n := range m.Needs.I2C {
+		if n.Address < 0x03 || n.Address > 0x77 {
+			p.errf(fmt.Sprintf("needs.i2c[%d].address", i), "7-bit I2C address out of range: %#x", n.Address)
+		}
+	}
+	for i, n := range m.Needs.GPIO {
+		if n.Mode != "in" && n.Mode != "out" {
+			p.errf(fmt.Sprintf("needs.gpio[%d].mode", i), "want in or out, got %q", n.Mode)
+		}
+	}
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	return &m, nil
+}
+
+// GrantError is one mismatch between a module's grants and its manifest's needs. Field is the
+// path under "grants" (such as ".i2c[0]").
+type GrantError struct {
+	Field, Msg string
+}
+
+// CheckGrants compares grants against needs: every grant must be declared by a need, and every
+// kind of need must be granted at least once. It returns every mismatch.
+func CheckGrants(g *Grants, n *Needs) []GrantError {
+	var errs []GrantError
+	add := func(field, format string, args ...any) {
+		errs = append(errs, GrantError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	for i, gr := range g.I2C {
+		ok := false
+		for _, nd := range n.I2C {
+			ok = ok || (nd.Address == gr.Address && (nd.Bus == nil || *nd.Bus == gr.Bus))
+		}
+		if !ok {
+			add(fmt.Sprintf(".i2c[%d]", i), "bus %d address %#x is not declared in the module's needs", gr.Bus, gr.Address)
+		}
+	}
+	for i, gr := range g.SPI {
+		ok := false
+		for _, nd := range n.SPI {
+			ok = ok || ((nd.Bus == nil || *nd.Bus == gr.Bus) && (nd.CS == nil || *nd.CS == gr.CS))
+		}
+		if !ok {
+			add(fmt.Sprintf(".spi[%d]", i), "bus %d chip select %d is not declared in the module's needs", gr.Bus, gr.CS)
+		}
+	}
+	for i, gr := range g.GPIO {
+		if gr.Mode != "in" && gr.Mode != "out" {
+			add(fmt.Sprintf(".gpio[%d].mode", i), "want in or out, got %q", gr.Mode)
+			continue
+		}
+		ok := false
+		for _, nd := range n.GPIO {
+			ok = ok || ((nd.Line == nil || *nd.Line == gr.Line) && nd.Mode == gr.Mode)
+		}
+		if !ok {
+			add(fmt.Sprintf(".gpio[%d]", i), "line %d (%s) is not declared in the module's needs", gr.Line, gr.Mode)
+		}
+	}
+	for i, gr := range g.UART {
+		ok := false
+		for _, nd := range n.UART {
+			ok = ok || nd.Port == "" || nd.Port == gr.Port
+		}
+		if !ok {
+			add(fmt.Sprintf(".uart[%d]", i), "port %q is not declared in the module's needs", gr.Port)
+		}
+	}
+	if g.State && !n.State {
+		add(".state", "state is not declared in the module's needs")
+	}
+	if len(n.I2C) > 0 && len(g.I2C) == 0 {
+		add("", "the module needs an I2C device and none is granted")
+	}
+	if len(n.SPI) > 0 && len(g.SPI) == 0 {
+		add("", "the module needs an SPI device and none is granted")
+	}
+	if len(n.GPIO) > 0 && len(g.GPIO) == 0 {
+		add("", "the module needs a GPIO line and none is granted")
+	}
+	if len(n.UART) > 0 && len(g.UART) == 0 {
+		add("", "the module needs a UART port and none is granted")
+	}
+	if n.State && !g.State {
+		add(".state", "the module needs state and it is not granted")
+	}
+	return errs
+}

@@ -1,0 +1,413 @@
+// Package wasm runs Perch modules on wazero: it compiles modules through an on-disk compilation
+// cache, instantiates each module in its own sandbox with its own memory limit, serves the
+// perch:*/v1 host functions checked against the module's grants, and turns every way a guest can
+// misbehave into a [Fault].
+//
+// # Overview
+//
+// An [Engine] is shared by all modules of a process and is safe for concurrent use. An
+// [Instance] is one running module; it is used by one goroutine at a time. Every guest call runs
+// under a deadline with wazero's close-on-context-done on, so a spinning guest is stopped and
+// the process (its garbage collector included) stays live.
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/perch-edge/perch/hal"
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+// Engine compiles and instantiates modules. It is safe for concurrent use; Close it when done.
+type Engine struct {
+	cache       wazero.CompilationCache
+	interpreter bool
+}
+
+// NewEngine returns an engine whose compilation cache lives in cacheDir (created with mode 0700
+// if missing; it holds trusted native code, so keep it root-owned). An empty cacheDir keeps the
+// cache in memory only. With interpreter set, modules run on wazero's interpreter instead of
+// its optimizing compiler (a fallback switch for compiler bugs).
+func NewEngine(cacheDir string, interpreter bool) (*Engine, error) {
+	if cacheDir == "" {
+		return &Engine{cache: wazero.NewCompilationCache(), interpreter: interpreter}, nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		return nil, fmt.Errorf("wasm: compilation cache: %w", err)
+	}
+	c, err := wazero.NewCompilationCacheWithDir(cacheDir)
+	if err != nil {
+		return nil, fmt.Errorf("wasm: compilation cache: %w", err)
+	}
+	return &Engine{cache: c, interpreter: interpreter}, nil
+}
+
+// Close releases the compilation cache's in-memory state. Instances must be closed first.
+func (e *Engine) Close(ctx context.Context) error { return e.cache.Close(ctx) }
+
+func (e *Engine) runtimeConfig(memoryPages uint32) wazero.RuntimeConfig {
+	rc := wazero.NewRuntimeConfigCompiler()
+	if e.interpreter {
+		rc = wazero.NewRuntimeConfigInterpreter()
+	}
+	return rc.WithCompilationCache(e.cache).
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(memoryPages)
+}
+
+// Compile compiles bin into the cache without instantiating it (at install or load time), so
+// that the next start does not compile. It also checks that the module has the exports of its
+// kind ("driver" needs perch_poll; "filter" and "rule" need perch_process).
+func (e *Engine) Compile(ctx context.Context, bin []byte, kind string) error {
+	r := wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig(65536))
+	defer r.Close(ctx)
+	cm, err := r.CompileModule(ctx, bin)
+	if err != nil {
+		return fmt.Errorf("wasm: compile: %w", err)
+	}
+	return checkExports(cm, kind)
+}
+
+func checkExports(cm wazero.CompiledModule, kind string) error {
+	fns := cm.ExportedFunctions()
+	want := []string{abi.ExportABIVersion, abi.ExportBuffer, abi.ExportInit}
+	if kind == "driver" {
+		want = append(want, abi.ExportPoll)
+	} else {
+		want = append(want, abi.ExportProcess)
+	}
+	var errs []error
+	for _, name := range want {
+		if _, ok := fns[name]; !ok {
+			errs = append(errs, fmt.Errorf("wasm: a %s module must export %s", kind, name))
+		}
+	}
+	if _, ok := cm.ExportedMemories()[abi.ExportMemory]; !ok {
+		errs = append(errs, errors.New("wasm: the module must export its memory as \"memory\""))
+	}
+	return errors.Join(errs...)
+}
+
+// StateStore keeps modules' key/value state. Implementations are safe for concurrent use.
+type StateStore interface {
+	GetState(ctx context.Context, module, key string) ([]byte, bool, error)
+	SetState(ctx context.Context, module, key string, value []byte) error
+	DeleteState(ctx context.Context, module, key string) error
+}
+
+// Spec is everything needed to run one module instance.
+type Spec struct {
+	Name        string // instance name; the source of its records
+	Kind        string // driver, filter or rule
+	Binary      []byte // the .wasm
+	MemoryPages uint32 // memory limit in 64 KiB pages
+	Deadline    time.Duration
+	EmitRecords int      // records per call
+	EmitBytes   int      // bytes emitted per call
+	LogBytes    int      // log bytes per call
+	Emits       []string // record kinds the module may emit (its manifest's emits)
+	Grants      Grants
+	Config      []byte       // JSON given to perch:config/v1 get
+	HAL         hal.Provider // nil: every HAL call gets ENODEV
+	State       StateStore   // nil: state calls get ENOSYS
+	Logger      *slog.Logger
+	Now         func() int64 // clock for perch:clock/v1; nil: the wall clock in ns
+}
+
+// Instance is one running module. It is used by one goroutine at a time. After a Fault it is
+// closed: make a new one.
+type Instance struct {
+	spec   *Spec
+	rt     wazero.Runtime
+	mod    api.Module
+	mem    api.Memory
+	stack  []uint64
+	buffer api.Function
+	proc   api.Function
+	poll   api.Function
+
+	// Per-call state, touched by host functions during a call.
+	out     []byte // records emitted in this call, sources filled in
+	emitted int    // records emitted in this call
+	logged  int    // log bytes in this call
+	reason  string // why the host closed the guest, if it did
+	emits   [abi.KindEvent + 1]bool
+	reg     [1]byte // the register byte of i2c_read
+	stderr  tailBuffer
+}
+
+// Instantiate compiles (from the cache when warm) and instantiates a module, runs its
+// initialisation (_initialize, perch_abi_version, perch_init) under the deadline and returns
+// it ready for calls.
+func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, err error) {
+	if spec.Logger == nil {
+		spec.Logger = slog.New(slog.DiscardHandler)
+	}
+	if spec.Now == nil {
+		spec.Now = func() int64 { return time.Now().UnixNano() }
+	}
+	i := &Instance{spec: spec, stack: make([]uint64, 4), out: make([]byte, 0, 4096)}
+	for _, k := range spec.Emits {
+		for kind := abi.KindReading; kind <= abi.KindEvent; kind++ {
+			if kind.String() == k {
+				i.emits[kind] = true
+			}
+		}
+	}
+	i.stderr.max = 2048
+	i.rt = wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig(spec.MemoryPages))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("wasm: %s: instantiate panicked: %v", spec.Name, r)
+		}
+		if err != nil {
+			i.rt.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, i.rt); err != nil {
+		return nil, fmt.Errorf("wasm: %s: wasi: %w", spec.Name, err)
+	}
+	if err := i.instantiateHost(ctx); err != nil {
+		return nil, fmt.Errorf("wasm: %s: host modules: %w", spec.Name, err)
+	}
+	cm, err := i.rt.CompileModule(ctx, spec.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("wasm: %s: compile: %w", spec.Name, err)
+	}
+	if err := checkExports(cm, spec.Kind); err != nil {
+		return nil, fmt.Errorf("wasm: %s: %w", spec.Name, err)
+	}
+	starts := []string{}
+	if _, ok := cm.ExportedFunctions()["_initialize"]; ok {
+		starts = append(starts, "_initialize")
+	}
+	mc := wazero.NewModuleConfig().WithName(spec.Name).WithStartFunctions(starts...).
+		WithSysWalltime().WithSysNanotime().WithSysNanosleep().WithRandSource(rand.Reader).
+		WithStderr(&i.stderr).WithStdout(&i.stderr)
+	cctx, cancel := context.WithTimeout(ctx, spec.Deadline)
+	defer cancel()
+	i.mod, err = i.rt.InstantiateModule(cctx, cm, mc)
+	if err != nil {
+		return nil, i.fault("init", err)
+	}
+	i.mem = i.mod.ExportedMemory(abi.ExportMemory)
+	i.buffer = i.mod.ExportedFunction(abi.ExportBuffer)
+	i.proc = i.mod.ExportedFunction(abi.ExportProcess)
+	i.poll = i.mod.ExportedFunction(abi.ExportPoll)
+	if err := i.mod.ExportedFunction(abi.ExportABIVersion).CallWithStack(cctx, i.stack); err != nil {
+		return nil, i.fault("init", err)
+	}
+	if v := uint32(i.stack[0]); v != abi.Version {
+		return nil, fmt.Errorf("wasm: %s: module speaks ABI %d, this runtime ABI %d", spec.Name, v, abi.Version)
+	}
+	i.reset()
+	if err := i.mod.ExportedFunction(abi.ExportInit).CallWithStack(cctx, i.stack); err != nil {
+		return nil, i.fault("init", err)
+	}
+	if errno := abi.Errno(uint32(i.stack[0])); errno != abi.OK {
+		return nil, fmt.Errorf("wasm: %s: perch_init returned %v: %s", spec.Name, errno, i.stderr.String())
+	}
+	return i, nil
+}
+
+// Name returns the instance name.
+func (i *Instance) Name() string { return i.spec.Name }
+
+// Close closes the instance and its sandbox. It is safe to call more than once.
+func (i *Instance) Close(ctx context.Context) error {
+	return i.rt.Close(ctx)
+}
+
+// MemoryBytes returns the guest's current linear memory size in bytes.
+func (i *Instance) MemoryBytes() uint32 { return i.mem.Size() }
+
+func (i *Instance) reset() {
+	i.out = i.out[:0]
+	i.emitted, i.logged, i.reason = 0, 0, ""
+}
+
+// Process hands a batch of encoded records to the guest's perch_process and returns the records
+// it emitted, with sources filled in. The result is valid until the next call. A non-nil error
+// is either a *Fault (the instance is closed; make a new one) or an *ErrnoError (the guest
+// reported an error; the instance is fine and the records it emitted are returned).
+func (i *Instance) Process(ctx context.Context, in []byte) (out []byte, err error) {
+	defer i.guard(&err)
+	cctx, cancel := context.WithTimeout(ctx, i.spec.Deadline)
+	defer cancel()
+	i.reset()
+	i.stack[0] = uint64(len(in))
+	if err := i.buffer.CallWithStack(cctx, i.stack); err != nil {
+		return nil, i.fault("perch_buffer", err)
+	}
+	ptr := uint32(i.stack[0])
+	if ptr == 0 && len(in) > 0 || !i.mem.Write(ptr, in) {
+		return nil, i.closeWith(ctx, "perch_buffer", abi.ExitBadPointer,
+			fmt.Sprintf("perch_buffer(%d) returned %#x, outside memory of %d bytes", len(in), ptr, i.mem.Size()))
+	}
+	i.stack[0], i.stack[1] = uint64(ptr), uint64(len(in))
+	if err := i.proc.CallWithStack(cctx, i.stack); err != nil {
+		return nil, i.fault("perch_process", err)
+	}
+	return i.out, i.errno("perch_process")
+}
+
+// Poll calls the driver's perch_poll for up to max records and returns what it emitted, valid
+// until the next call. Errors are as for [Instance.Process].
+func (i *Instance) Poll(ctx context.Context, max int) (out []byte, err error) {
+	defer i.guard(&err)
+	cctx, cancel := context.WithTimeout(ctx, i.spec.Deadline)
+	defer cancel()
+	i.reset()
+	i.stack[0] = uint64(max)
+	if err := i.poll.CallWithStack(cctx, i.stack); err != nil {
+		return nil, i.fault("perch_poll", err)
+	}
+	return i.out, i.errno("perch_poll")
+}
+
+func (i *Instance) errno(fn string) error {
+	if e := abi.Errno(uint32(i.stack[0])); e != abi.OK {
+		return &ErrnoError{Module: i.spec.Name, Func: fn, Errno: e, Detail: i.stderr.Take()}
+	}
+	return nil
+}
+
+// guard turns a panic inside wazero (odd modules have caused some) into a fault.
+func (i *Instance) guard(err *error) {
+	if r := recover(); r != nil {
+		i.rt.Close(context.Background())
+		*err = &Fault{Module: i.spec.Name, Reason: ReasonTrap, Func: "call", Detail: fmt.Sprintf("engine panic: %v", r)}
+	}
+}
+
+// closeWith closes the guest from the host side with one of abi's Exit codes.
+func (i *Instance) closeWith(ctx context.Context, fn string, code uint32, detail string) error {
+	i.reason = detail
+	_ = i.mod.CloseWithExitCode(ctx, code)
+	return i.fault(fn, sys.NewExitError(code))
+}
+
+// ErrnoError is a guest export that returned a non-zero errno: the guest reported an error.
+type ErrnoError struct {
+	Module, Func string
+	Errno        abi.Errno
+	Detail       string // what the guest wrote to stderr, if anything
+}
+
+func (e *ErrnoError) Error() string {
+	s := fmt.Sprintf("module %s: %s returned %v", e.Module, e.Func, e.Errno)
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s
+}
+
+// Fault reasons.
+const (
+	ReasonTrap       = "trap"        // the guest trapped or exited (panic, unreachable, bad access)
+	ReasonDeadline   = "deadline"    // a call overran its deadline and was stopped
+	ReasonMemory     = "memory"      // the guest ran out of its memory limit
+	ReasonBadPointer = "bad_pointer" // a pointer and length outside the guest's memory
+	ReasonEmitQuota  = "emit_quota"  // emitted more than its quota in one call
+	ReasonLogQuota   = "log_quota"   // logged more than its quota in one call
+	ReasonBadRecord  = "bad_record"  // emitted records that do not decode or are not declared
+	ReasonCanceled   = "canceled"    // the caller's context was canceled (shutdown): not the guest's fault
+)
+
+// Fault is a guest that misbehaved and was closed. Reason is one of the Reason constants.
+type Fault struct {
+	Module string
+	Func   string // the export being called
+	Reason string
+	Detail string // the host's explanation or the guest's last stderr output
+	Err    error  // the underlying engine error
+}
+
+func (f *Fault) Error() string {
+	s := fmt.Sprintf("module %s: %s: %s", f.Module, f.Func, f.Reason)
+	if f.Detail != "" {
+		s += ": " + f.Detail
+	}
+	return s
+}
+
+func (f *Fault) Unwrap() error { return f.Err }
+
+func (i *Instance) fault(fn string, err error) error {
+	f := &Fault{Module: i.spec.Name, Func: fn, Reason: ReasonTrap, Err: err, Detail: i.reason}
+	var ee *sys.ExitError
+	if errors.As(err, &ee) {
+		switch ee.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded:
+			f.Reason = ReasonDeadline
+			f.Detail = fmt.Sprintf("call overran its deadline of %v", i.spec.Deadline)
+		case sys.ExitCodeContextCanceled:
+			f.Reason = ReasonCanceled
+		case abi.ExitBadPointer:
+			f.Reason = ReasonBadPointer
+		case abi.ExitEmitQuota:
+			f.Reason = ReasonEmitQuota
+		case abi.ExitLogQuota:
+			f.Reason = ReasonLogQuota
+		case abi.ExitBadRecord:
+			f.Reason = ReasonBadRecord
+		}
+	}
+	if f.Reason == ReasonTrap {
+		if f.Detail == "" {
+			f.Detail = err.Error()
+		}
+		if s := i.stderr.Take(); s != "" {
+			f.Detail += ": " + s
+		}
+		// A guest whose memory reached its limit and then trapped or exited ran out of memory.
+		if i.mem != nil && uint64(i.mem.Size()) >= uint64(i.spec.MemoryPages-4)*65536 {
+			f.Reason = ReasonMemory
+		} else if bytes.Contains([]byte(f.Detail), []byte("out of memory")) {
+			f.Reason = ReasonMemory
+		}
+	}
+	_ = i.rt.Close(context.Background())
+	return f
+}
+
+// tailBuffer keeps the last max bytes written to it: the guest's stderr, for fault reports.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+// Take returns what was written, trimmed, and empties the buffer.
+func (t *tailBuffer) Take() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := string(bytes.TrimSpace(t.buf))
+	t.buf = t.buf[:0]
+	return s
+}
+
+func (t *tailBuffer) String() string { return t.Take() }

@@ -1,0 +1,206 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/internal/wasm"
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+// batch is one encoded batch of records on a queue between modules.
+type batch struct{ b []byte }
+
+var batchPool = sync.Pool{New: func() any { return &batch{b: make([]byte, 0, 4096)} }}
+
+// node runs one module instance under supervision. All its fields are owned by its goroutine,
+// except in (written by upstream nodes) and upstream (counted down by them on exit).
+type node struct {
+	rt   *Runtime
+	mod  *config.Module
+	spec wasm.Spec
+	in   chan *batch
+	down []*node
+
+	upstream    int // upstream nodes still running; guarded by upMu
+	upMu        sync.Mutex
+	inst        *wasm.Instance
+	faults      []time.Time // recent faults, for quarantine
+	restarts    int
+	retryAt     time.Time
+	quarantined bool
+	dropped     int // batches dropped while the module was down
+	lastErrno   time.Time
+}
+
+// run is the node's goroutine: a driver polls until ctx is done; a filter or rule processes its
+// input until every upstream node has finished. Then it closes its instance and lets its
+// downstream nodes know.
+func (n *node) run(ctx context.Context) {
+	defer n.finish()
+	// Guest calls run on a context that is not canceled with ctx, so that a shutdown drains
+	// the pipeline instead of counting as faults; each call still has its deadline.
+	callCtx := context.WithoutCancel(ctx)
+	if n.mod.Manifest.Kind == config.KindDriver {
+		n.ensure(callCtx)
+		t := time.NewTicker(n.mod.Poll.D())
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !n.ensure(callCtx) {
+					continue
+				}
+				out, err := n.inst.Poll(callCtx, n.mod.PollMax)
+				n.handle(callCtx, out, err)
+			}
+		}
+	}
+	n.ensure(callCtx)
+	for b := range n.in {
+		if n.ensure(callCtx) {
+			out, err := n.inst.Process(callCtx, b.b)
+			n.handle(callCtx, out, err)
+		} else {
+			n.dropped++
+		}
+		batchPool.Put(b)
+	}
+}
+
+// finish closes the instance and closes each downstream queue whose last upstream this was.
+func (n *node) finish() {
+	if n.inst != nil {
+		n.inst.Close(context.Background())
+		n.inst = nil
+	}
+	for _, d := range n.down {
+		d.upMu.Lock()
+		d.upstream--
+		last := d.upstream == 0
+		d.upMu.Unlock()
+		if last {
+			close(d.in)
+		}
+	}
+}
+
+// ensure makes sure the module is instantiated, unless it is quarantined or waiting out its
+// backoff. It reports whether an instance is ready.
+func (n *node) ensure(ctx context.Context) bool {
+	if n.inst != nil {
+		return true
+	}
+	if n.quarantined || time.Now().Before(n.retryAt) {
+		return false
+	}
+	inst, err := n.rt.engine.Instantiate(ctx, &n.spec)
+	if err != nil {
+		n.fault(ctx, err)
+		return false
+	}
+	n.inst = inst
+	if n.restarts == 0 {
+		n.rt.event(ctx, "module.started", n.mod.Name, "started "+n.mod.Manifest.Name+" "+n.mod.Manifest.Version, nil)
+	} else {
+		msg := fmt.Sprintf("restarted after %d restarts", n.restarts)
+		if n.dropped > 0 {
+			msg += fmt.Sprintf("; %d input batches dropped while down", n.dropped)
+		}
+		n.rt.event(ctx, "module.restart", n.mod.Name, msg, map[string]any{"restarts": n.restarts, "dropped_batches": n.dropped})
+		n.dropped = 0
+	}
+	return true
+}
+
+// handle passes a call's output on and deals with its error.
+func (n *node) handle(ctx context.Context, out []byte, err error) {
+	var ee *wasm.ErrnoError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		// The guest reported an error; it stays up. Record it at most every 10 s.
+		if time.Since(n.lastErrno) > 10*time.Second {
+			n.lastErrno = time.Now()
+			n.rt.event(ctx, "module.error", n.mod.Name, ee.Error(), map[string]any{"errno": ee.Errno.String()})
+		}
+	default:
+		n.fault(ctx, err)
+		return
+	}
+	if len(out) == 0 {
+		return
+	}
+	if n.mod.Recorded() {
+		if err := n.rt.store.Write(out); err != nil {
+			n.rt.log.Error("recording failed", "module", n.mod.Name, "err", err)
+		}
+	}
+	if n.rt.opts.OnRecords != nil {
+		n.rt.opts.OnRecords(n.mod.Name, out)
+	}
+	for _, d := range n.down {
+		b := batchPool.Get().(*batch)
+		b.b = append(b.b[:0], out...)
+		d.in <- b // blocks when d is behind: backpressure
+	}
+}
+
+// fault records a fault, schedules a restart with exponential backoff, and quarantines the
+// module after too many faults in the window.
+func (n *node) fault(ctx context.Context, err error) {
+	if n.inst != nil {
+		n.inst.Close(context.Background())
+		n.inst = nil
+	}
+	reason, detail := "init", err.Error()
+	var f *wasm.Fault
+	if errors.As(err, &f) {
+		if f.Reason == wasm.ReasonCanceled {
+			return
+		}
+		reason, detail = f.Reason, f.Error()
+	}
+	now := time.Now()
+	o := &n.rt.opts
+	recent := n.faults[:0]
+	for _, t := range n.faults {
+		if now.Sub(t) < o.QuarantineWindow {
+			recent = append(recent, t)
+		}
+	}
+	n.faults = append(recent, now)
+	n.rt.log.Warn("module fault", "module", n.mod.Name, "reason", reason, "err", detail)
+	n.rt.event(ctx, "module.fault", n.mod.Name, detail, map[string]any{"reason": reason})
+	if len(n.faults) >= o.QuarantineAfter {
+		n.quarantined = true
+		msg := fmt.Sprintf("quarantined after %d faults in %v; last: %s", len(n.faults), o.QuarantineWindow, reason)
+		n.rt.event(ctx, "module.quarantined", n.mod.Name, msg, map[string]any{"reason": reason})
+		var b abi.Builder
+		b.Begin(abi.KindAlert, now.UnixNano(), n.mod.Name, "module.health")
+		b.Field("faults", float64(len(n.faults)))
+		b.Tag("state", "raised")
+		b.Tag("severity", "critical")
+		b.Tag("message", msg)
+		b.End()
+		if err := n.rt.store.Write(b.Buf); err != nil {
+			n.rt.log.Error("recording failed", "module", n.mod.Name, "err", err)
+		}
+		if n.rt.opts.OnRecords != nil {
+			n.rt.opts.OnRecords(n.mod.Name, b.Buf)
+		}
+		return
+	}
+	backoff := o.BackoffMin << (len(n.faults) - 1)
+	if backoff > o.BackoffMax || backoff <= 0 {
+		backoff = o.BackoffMax
+	}
+	n.restarts++
+	n.retryAt = now.Add(backoff)
+}

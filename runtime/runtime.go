@@ -1,0 +1,233 @@
+// Package runtime is the Perch host: it loads a pipeline config, compiles and runs its Wasm
+// modules under supervision, moves records between them in batches over bounded queues, and
+// writes everything to the SQLite flight recorder.
+//
+// # Overview
+//
+// [New] checks the config, opens the recorder, builds the HAL devices and compiles every module
+// into the on-disk compilation cache. [Runtime.Run] starts one goroutine per module: drivers are
+// polled on their schedule; filters and rules take batches from their inputs. A module that
+// faults (trap, deadline, memory, bad pointer, quota) is closed, recorded as an event and
+// restarted with exponential backoff; after repeated faults it is quarantined and an alert is
+// recorded. Every other module keeps running.
+//
+// # Usage
+//
+//	cfg, err := config.Load("perch.yaml")
+//	rt, err := runtime.New(ctx, cfg, runtime.Options{Logger: log})
+//	defer rt.Close()
+//	err = rt.Run(ctx) // until ctx is canceled; then drains and flushes
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/perch-edge/perch/hal"
+	"github.com/perch-edge/perch/hal/sim"
+	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/internal/wasm"
+	"github.com/perch-edge/perch/runtime/store"
+)
+
+// Options tune a Runtime. The zero value is usable.
+type Options struct {
+	Logger *slog.Logger // nil: discard
+	// OnRecords, if set, is called with every batch a module emits (after it is recorded). It is
+	// called from several goroutines at once and must not keep the slice.
+	OnRecords func(module string, batch []byte)
+	// Interpreter runs modules on wazero's interpreter instead of its compiler.
+	Interpreter bool
+	// Supervision; zero values take the defaults.
+	BackoffMin       time.Duration // first restart delay; default 100ms
+	BackoffMax       time.Duration // longest restart delay; default 30s
+	QuarantineAfter  int           // faults within QuarantineWindow that quarantine; default 5
+	QuarantineWindow time.Duration // default 10m
+	QueueBatches     int           // bounded queue length per module, in batches; default 8
+}
+
+func (o *Options) defaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = 100 * time.Millisecond
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = 30 * time.Second
+	}
+	if o.QuarantineAfter <= 0 {
+		o.QuarantineAfter = 5
+	}
+	if o.QuarantineWindow <= 0 {
+		o.QuarantineWindow = 10 * time.Minute
+	}
+	if o.QueueBatches <= 0 {
+		o.QueueBatches = 8
+	}
+}
+
+// Runtime is a loaded pipeline. Create it with [New], run it with [Runtime.Run] once, then
+// Close it.
+type Runtime struct {
+	cfg    *config.Config
+	opts   Options
+	log    *slog.Logger
+	engine *wasm.Engine
+	store  *store.Store
+	hal    hal.Provider
+	nodes  []*node
+	start  time.Time
+}
+
+// New loads everything the config names: it opens the recorder, builds the HAL devices and
+// compiles every module (warming the compilation cache). It returns every problem found.
+func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, err error) {
+	opts.defaults()
+	r := &Runtime{cfg: cfg, opts: opts, log: opts.Logger, start: time.Now()}
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+	if r.hal, err = buildHAL(cfg, r.start); err != nil {
+		return nil, err
+	}
+	if r.engine, err = wasm.NewEngine(cfg.Engine.CacheDir, opts.Interpreter); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dirOf(cfg.Store.Path), 0o755); err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
+	}
+	r.store, err = store.Open(ctx, store.Options{
+		Path: cfg.Store.Path, ReadingsMaxRows: cfg.Store.ReadingsMaxRows,
+		MaxAge: cfg.Store.MaxAge.D(), MaxBytes: cfg.Store.MaxBytes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*node{}
+	var errs []error
+	for i := range cfg.Modules {
+		m := &cfg.Modules[i]
+		bin, err := os.ReadFile(m.Wasm)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("runtime: module %s: %w", m.Name, err))
+			continue
+		}
+		if err := r.engine.Compile(ctx, bin, m.Manifest.Kind); err != nil {
+			errs = append(errs, fmt.Errorf("runtime: module %s (%s): %w", m.Name, m.Wasm, err))
+			continue
+		}
+		n := &node{rt: r, mod: m, in: make(chan *batch, opts.QueueBatches), spec: specOf(m, bin, r.hal, r.store, r.log)}
+		r.nodes = append(r.nodes, n)
+		byName[m.Name] = n
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, n := range r.nodes {
+		for _, in := range n.mod.Inputs {
+			up := byName[in]
+			up.down = append(up.down, n)
+			n.upstream++
+		}
+	}
+	return r, nil
+}
+
+func dirOf(path string) string {
+	for i := len(path) - 1; i >= 0; i-- {
+		if path[i] == '/' {
+			return path[:i]
+		}
+	}
+	return "."
+}
+
+// buildHAL makes the simulated devices the config lists.
+func buildHAL(cfg *config.Config, start time.Time) (hal.Provider, error) {
+	p := sim.NewProvider()
+	for _, d := range cfg.Devices {
+		dev := sim.NewBME280(d.Signals, time.Now)
+		if err := p.AttachI2C(d.Bus, uint16(d.Address), dev); err != nil {
+			return nil, fmt.Errorf("runtime: device %s: %w", d.Name, err)
+		}
+	}
+	_ = start
+	return p, nil
+}
+
+// specOf turns a module's config into the engine's instance spec.
+func specOf(m *config.Module, bin []byte, h hal.Provider, st wasm.StateStore, log *slog.Logger) wasm.Spec {
+	var g wasm.Grants
+	for _, x := range m.Grants.I2C {
+		g.I2C = append(g.I2C, wasm.I2CAddr{Bus: x.Bus, Addr: uint16(x.Address)})
+	}
+	for _, x := range m.Grants.SPI {
+		g.SPI = append(g.SPI, wasm.SPIDev{Bus: x.Bus, CS: x.CS})
+	}
+	for _, x := range m.Grants.GPIO {
+		g.GPIO = append(g.GPIO, wasm.GPIOLine{Line: x.Line, Out: x.Mode == "out"})
+	}
+	for _, x := range m.Grants.UART {
+		g.UART = append(g.UART, x.Port)
+	}
+	g.State = m.Grants.State
+	return wasm.Spec{
+		Name: m.Name, Kind: m.Manifest.Kind, Binary: bin,
+		MemoryPages: m.MemoryPages, Deadline: m.Deadline.D(),
+		EmitRecords: m.Limits.EmitRecords, EmitBytes: m.Limits.EmitBytes, LogBytes: m.Limits.LogBytes,
+		Emits: m.Manifest.Emits, Grants: g, Config: m.ConfigJSON, HAL: h, State: st,
+		Logger: log.With("module", m.Name),
+	}
+}
+
+// Store returns the flight recorder.
+func (r *Runtime) Store() *store.Store { return r.store }
+
+// Run runs the pipeline until ctx is canceled. Then it stops polling drivers, lets every queued
+// batch drain through the pipeline, flushes the recorder and returns nil. It may be called once.
+func (r *Runtime) Run(ctx context.Context) error {
+	r.event(ctx, "runtime.started", "", fmt.Sprintf("site %s device %s, %d modules", r.cfg.Site, r.cfg.Device, len(r.nodes)), nil)
+	var wg sync.WaitGroup
+	for _, n := range r.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.run(ctx)
+		}()
+	}
+	wg.Wait()
+	// Guest calls after this point are over; the store drains what was queued.
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	r.event(flushCtx, "runtime.stopped", "", "drained and stopped", nil)
+	return r.store.Flush(flushCtx)
+}
+
+// Close closes the recorder and the engine. It is safe after a failed New.
+func (r *Runtime) Close() error {
+	var errs []error
+	if r.store != nil {
+		errs = append(errs, r.store.Close())
+	}
+	if r.engine != nil {
+		errs = append(errs, r.engine.Close(context.Background()))
+	}
+	return errors.Join(errs...)
+}
+
+// event records a lifecycle event and logs it.
+func (r *Runtime) event(ctx context.Context, kind, module, msg string, fields map[string]any) {
+	r.log.Info(msg, "event", kind, "module", module)
+	err := r.store.Event(ctx, store.Event{TimeNS: time.Now().UnixNano(), Kind: kind, Module: module, Message: msg, Fields: fields})
+	if err != nil {
+		r.log.Error("recording an event failed", "event", kind, "err", err)
+	}
+}

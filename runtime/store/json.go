@@ -1,0 +1,128 @@
+package store
+
+import (
+	"bytes"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+// jsonEncoder turns a record's fields and tags into JSON objects, reusing its buffers between
+// records. The zero value is ready to use; it is not safe for concurrent use.
+type jsonEncoder struct {
+	buf  []byte
+	seen [][]byte // names already written to the current object
+}
+
+// fields returns the record's numeric fields as a JSON object, such as {"temperature_c":21.5}.
+// A repeated name keeps its first value, as [abi.Record.Field] does.
+func (e *jsonEncoder) fields(r *abi.Record) string {
+	if r.NumFields() == 0 {
+		return "{}"
+	}
+	e.begin()
+	r.Fields(func(name []byte, v float64) {
+		if e.member(name) {
+			e.buf = appendJSONNumber(e.buf, v)
+		}
+	})
+	return e.end()
+}
+
+// tags returns the record's string tags as a JSON object, such as {"room":"lab"}. A repeated
+// key keeps its first value, as [abi.Record.Tag] does.
+func (e *jsonEncoder) tags(r *abi.Record) string {
+	if r.NumTags() == 0 {
+		return "{}"
+	}
+	e.begin()
+	r.Tags(func(key, value []byte) {
+		if e.member(key) {
+			e.buf = appendJSONString(e.buf, value)
+		}
+	})
+	return e.end()
+}
+
+func (e *jsonEncoder) begin() {
+	e.buf = append(e.buf[:0], '{')
+	e.seen = e.seen[:0]
+}
+
+// member writes `"name":` and reports true, or reports false if name is already in the object.
+func (e *jsonEncoder) member(name []byte) bool {
+	for _, s := range e.seen {
+		if bytes.Equal(s, name) {
+			return false
+		}
+	}
+	e.seen = append(e.seen, name)
+	if len(e.seen) > 1 {
+		e.buf = append(e.buf, ',')
+	}
+	e.buf = appendJSONString(e.buf, name)
+	e.buf = append(e.buf, ':')
+	return true
+}
+
+func (e *jsonEncoder) end() string {
+	e.buf = append(e.buf, '}')
+	clear(e.seen) // the names point into a batch: do not keep it alive
+	return string(e.buf)
+}
+
+// appendJSONNumber appends v as a JSON number. JSON has no NaN nor infinities: NaN becomes
+// null, and ±Inf becomes ±9e999, which SQLite's JSON functions (and SQLite itself, when it
+// writes an infinity) read as an infinity.
+func appendJSONNumber(dst []byte, v float64) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(dst, "null"...)
+	case math.IsInf(v, 1):
+		return append(dst, "9e999"...)
+	case math.IsInf(v, -1):
+		return append(dst, "-9e999"...)
+	}
+	format := byte('f')
+	if abs := math.Abs(v); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	return strconv.AppendFloat(dst, v, format, -1, 64)
+}
+
+// appendJSONString appends s as a JSON string. Bytes that are not UTF-8 become U+FFFD.
+func appendJSONString(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == '\n':
+				dst = append(dst, '\\', 'n')
+			case c == '\r':
+				dst = append(dst, '\\', 'r')
+			case c == '\t':
+				dst = append(dst, '\\', 't')
+			case c < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, `\ufffd`...)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}
