@@ -14,13 +14,11 @@ DEB_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc-aarch64-linux-gnu 
 GO_GUESTS := bme280:modules/drivers/bme280 window:modules/filters/window threshold:modules/rules/threshold
 # Test-only guests (hostile behaviour for the supervisor's tests).
 TEST_GUESTS := hostile:runtime/testdata/hostile
-# C guests: name -> folder with NAME.c.
+# C guests: name -> folder with wasm/NAME.c.
 C_GUESTS := scale:modules/filters/scale
 
 GUEST_GO_FLAGS := -buildmode=c-shared -trimpath
-WASM_CFLAGS    := --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Werror -Isdk/c \
-                  -Wl,--export=perch_abi_version,--export=perch_buffer,--export=perch_init \
-                  -Wl,--export-if-defined=perch_process,--export-if-defined=perch_poll
+WASM_CFLAGS    := --target=wasm32-wasi -mexec-model=reactor -O2 -std=c11 -Wall -Wextra -Werror -Isdk/c -Wl,--strip-all
 
 .PHONY: help deps modules build demo test bench check clean
 
@@ -45,7 +43,7 @@ modules: deps ## build every first-party Wasm module from source into build/modu
 	done
 	@set -e; for g in $(C_GUESTS); do \
 	  name=$${g%%:*}; dir=$${g#*:}; \
-	  clang $(WASM_CFLAGS) -o $(MODS)/$$name.wasm $$dir/$$name.c; \
+	  clang $(WASM_CFLAGS) -o $(MODS)/$$name.wasm $$dir/wasm/$$name.c; \
 	  cp $$dir/manifest.yaml $(MODS)/$$name.manifest.yaml; \
 	  echo "  $(MODS)/$$name.wasm  $$(stat -c %s $(MODS)/$$name.wasm) bytes"; \
 	done

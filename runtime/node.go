@@ -46,19 +46,18 @@ func (n *node) run(ctx context.Context) {
 	// the pipeline instead of counting as faults; each call still has its deadline.
 	callCtx := context.WithoutCancel(ctx)
 	if n.mod.Manifest.Kind == config.KindDriver {
-		n.ensure(callCtx)
 		t := time.NewTicker(n.mod.Poll.D())
 		defer t.Stop()
 		for {
+			// The first poll is at once; then one every interval.
+			if n.ensure(callCtx) {
+				out, err := n.inst.Poll(callCtx, n.mod.PollMax)
+				n.handle(callCtx, out, err)
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if !n.ensure(callCtx) {
-					continue
-				}
-				out, err := n.inst.Poll(callCtx, n.mod.PollMax)
-				n.handle(callCtx, out, err)
 			}
 		}
 	}

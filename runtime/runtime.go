@@ -81,21 +81,21 @@ type Runtime struct {
 	engine *wasm.Engine
 	store  *store.Store
 	hal    hal.Provider
+	sims   []*sim.BME280 // simulated devices, whose scripts start with Run
 	nodes  []*node
-	start  time.Time
 }
 
 // New loads everything the config names: it opens the recorder, builds the HAL devices and
 // compiles every module (warming the compilation cache). It returns every problem found.
 func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, err error) {
 	opts.defaults()
-	r := &Runtime{cfg: cfg, opts: opts, log: opts.Logger, start: time.Now()}
+	r := &Runtime{cfg: cfg, opts: opts, log: opts.Logger}
 	defer func() {
 		if err != nil {
 			r.Close()
 		}
 	}()
-	if r.hal, err = buildHAL(cfg, r.start); err != nil {
+	if err := r.buildHAL(); err != nil {
 		return nil, err
 	}
 	if r.engine, err = wasm.NewEngine(cfg.Engine.CacheDir, opts.Interpreter); err != nil {
@@ -111,25 +111,40 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, er
 	if err != nil {
 		return nil, err
 	}
-	byName := map[string]*node{}
-	var errs []error
+	// Read every module, then compile the distinct binaries in parallel: compiling (or loading
+	// from the on-disk cache) is most of a start's time.
+	bins := make([][]byte, len(cfg.Modules))
+	errs := make([]error, len(cfg.Modules))
+	var wg sync.WaitGroup
+	seen := map[string]bool{}
 	for i := range cfg.Modules {
 		m := &cfg.Modules[i]
-		bin, err := os.ReadFile(m.Wasm)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("runtime: module %s: %w", m.Name, err))
+		if bins[i], errs[i] = os.ReadFile(m.Wasm); errs[i] != nil {
+			errs[i] = fmt.Errorf("runtime: module %s: %w", m.Name, errs[i])
 			continue
 		}
-		if err := r.engine.Compile(ctx, bin, m.Manifest.Kind); err != nil {
-			errs = append(errs, fmt.Errorf("runtime: module %s (%s): %w", m.Name, m.Wasm, err))
+		if seen[m.Wasm] {
 			continue
 		}
-		n := &node{rt: r, mod: m, in: make(chan *batch, opts.QueueBatches), spec: specOf(m, bin, r.hal, r.store, r.log)}
-		r.nodes = append(r.nodes, n)
-		byName[m.Name] = n
+		seen[m.Wasm] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.engine.Compile(ctx, bins[i], m.Manifest.Kind); err != nil {
+				errs[i] = fmt.Errorf("runtime: module %s (%s): %w", m.Name, m.Wasm, err)
+			}
+		}()
 	}
+	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	byName := map[string]*node{}
+	for i := range cfg.Modules {
+		m := &cfg.Modules[i]
+		n := &node{rt: r, mod: m, in: make(chan *batch, opts.QueueBatches), spec: specOf(m, bins[i], r.hal, r.store, r.log)}
+		r.nodes = append(r.nodes, n)
+		byName[m.Name] = n
 	}
 	for _, n := range r.nodes {
 		for _, in := range n.mod.Inputs {
@@ -151,16 +166,17 @@ func dirOf(path string) string {
 }
 
 // buildHAL makes the simulated devices the config lists.
-func buildHAL(cfg *config.Config, start time.Time) (hal.Provider, error) {
+func (r *Runtime) buildHAL() error {
 	p := sim.NewProvider()
-	for _, d := range cfg.Devices {
+	for _, d := range r.cfg.Devices {
 		dev := sim.NewBME280(d.Signals, time.Now)
 		if err := p.AttachI2C(d.Bus, uint16(d.Address), dev); err != nil {
-			return nil, fmt.Errorf("runtime: device %s: %w", d.Name, err)
+			return fmt.Errorf("runtime: device %s: %w", d.Name, err)
 		}
+		r.sims = append(r.sims, dev)
 	}
-	_ = start
-	return p, nil
+	r.hal = p
+	return nil
 }
 
 // specOf turns a module's config into the engine's instance spec.
@@ -195,6 +211,10 @@ func (r *Runtime) Store() *store.Store { return r.store }
 // batch drain through the pipeline, flushes the recorder and returns nil. It may be called once.
 func (r *Runtime) Run(ctx context.Context) error {
 	r.event(ctx, "runtime.started", "", fmt.Sprintf("site %s device %s, %d modules", r.cfg.Site, r.cfg.Device, len(r.nodes)), nil)
+	now := time.Now()
+	for _, d := range r.sims {
+		d.SetStart(now)
+	}
 	var wg sync.WaitGroup
 	for _, n := range r.nodes {
 		wg.Add(1)

@@ -97,6 +97,10 @@ func NewBME280(sig Signals, clock func() time.Time) *BME280 {
 	return d
 }
 
+// SetStart sets the instant the signals' time counts from (by default, when NewBME280 was
+// called), so that a script starts when the pipeline does. Call it before the device is in use.
+func (d *BME280) SetStart(t time.Time) { d.start = t }
+
 // bmeImage returns the power-on register contents for the calibration c.
 func bmeImage(c *bmeCal) [256]byte {
 	var m [256]byte

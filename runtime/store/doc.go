@@ -17,9 +17,9 @@
 // disk blocks in Write (backpressure) instead of growing memory.
 //
 // Commits use synchronous=FULL: a row is on disk before [Store.Flush] returns, so what Flush
-// acknowledged survives kill -9 and power loss. Retention deletes rows older than
-// [Options.MaxAge] and keeps the file under [Options.MaxBytes], dropping readings first and
-// alerts last of all.
+// acknowledged survives kill -9 and power loss. A retention pass, once a minute,
+// deletes rows older than [Options.MaxAge] and brings the file back under [Options.MaxBytes],
+// dropping readings first and alerts last of all.
 //
 // # Usage
 //

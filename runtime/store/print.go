@@ -11,8 +11,8 @@ import (
 	"unicode/utf8"
 )
 
-// DefaultViews are the views [PrintViews] prints when given none.
-var DefaultViews = []string{"recent_alerts", "module_health"}
+// defaultViews are the views PrintViews prints when given none.
+var defaultViews = []string{"recent_alerts", "module_health"}
 
 // viewTitles are the headings of the views schema.sql defines.
 var viewTitles = map[string]string{
@@ -23,13 +23,13 @@ var viewTitles = map[string]string{
 // printMaxRows is the most rows PrintViews prints per view; sqlite3 shows all of them.
 const printMaxRows = 100
 
-// PrintViews prints views (or tables) of the database, DefaultViews if none are given, as
-// aligned text tables, each under a heading: what `perch db` shows, so nobody needs the sqlite3
-// tool. It prints at most 100 rows per view and says so when there are more. NULL prints as an
-// empty cell. db may be [Store.DB] or a database from [OpenReadOnly].
+// PrintViews prints views (or tables) of the database, recent_alerts and module_health if none
+// are given, as aligned text tables, each under a heading: what `perch db` shows, so nobody needs
+// the sqlite3 tool. It prints at most 100 rows per view and says so when there are more; NULL
+// prints as an empty cell. db may be [Store.DB] or a database from [OpenReadOnly].
 func PrintViews(ctx context.Context, w io.Writer, db *sql.DB, views ...string) error {
 	if len(views) == 0 {
-		views = DefaultViews
+		views = defaultViews
 	}
 	for i, view := range views {
 		if i > 0 {

@@ -32,8 +32,11 @@ type retention struct {
 
 func (r *retention) total() int64 { return sum(r.byAge) + sum(r.byQuota) }
 
-// retain runs one retention pass on the writer goroutine: by age, then by disk quota, then it
-// records a store.retention event if it deleted anything.
+// retain runs one retention pass on the writer goroutine: by age, then by disk quota. If it
+// deleted anything, even when it then failed, it records a store.retention event.
+//
+// Rows deleted by age leave free pages in the file, which the next inserts reuse: the file
+// shrinks only when it is over its quota (see enforceQuota), not at every pass.
 func (w *writer) retain() error {
 	s := w.s
 	ctx := context.Background() // see insert
@@ -44,26 +47,19 @@ func (w *writer) retain() error {
 		return err
 	}
 	if s.opts.MaxAge > 0 {
-		cutoff := time.Now().Add(-s.opts.MaxAge).UnixNano()
-		if err := w.deleteOlderThan(ctx, cutoff, r.byAge); err != nil {
-			return err
-		}
+		err = w.deleteOlderThan(ctx, time.Now().Add(-s.opts.MaxAge).UnixNano(), r.byAge)
 	}
-	if s.opts.MaxBytes > 0 {
-		if err := w.enforceQuota(ctx, r.total() > 0, r.byQuota); err != nil {
-			return err
-		}
+	if err == nil && s.opts.MaxBytes > 0 {
+		err = w.enforceQuota(ctx, r.byQuota)
 	}
 	if r.total() == 0 {
-		return nil
-	}
-	if r.bytesAfter, err = s.fileBytes(); err != nil {
 		return err
 	}
 	s.retentionDeleted.Add(uint64(r.total()))
+	r.bytesAfter, _ = s.fileBytes() // best effort: the event matters more
 	s.log.Info("store: retention pass", "deleted_by_age", r.byAge, "deleted_by_quota", r.byQuota,
 		"bytes_before", r.bytesBefore, "bytes_after", r.bytesAfter)
-	return w.recordRetention(ctx, &r)
+	return errors.Join(err, w.recordRetention(ctx, &r))
 }
 
 // deleteOlderThan deletes, in one transaction, the rows of ageTables older than cutoff (ns).
@@ -89,19 +85,15 @@ func (w *writer) deleteOlderThan(ctx context.Context, cutoff int64, deleted map[
 // file (SQLite keeps the freed pages for reuse), so it first gives free pages back to the file
 // system; if the file is still over, it deletes the oldest rows of quotaTables, in order, until
 // the pages in use fit under MaxBytes less the headroom, then shrinks the file again.
-func (w *writer) enforceQuota(ctx context.Context, reclaimFirst bool, deleted map[string]int64) error {
+func (w *writer) enforceQuota(ctx context.Context, deleted map[string]int64) error {
 	s := w.s
-	size, err := s.fileBytes()
-	if err != nil {
+	if size, err := s.fileBytes(); err != nil || size <= s.opts.MaxBytes {
 		return err
-	}
-	if size <= s.opts.MaxBytes && !reclaimFirst {
-		return nil
 	}
 	if err := reclaim(ctx, s); err != nil {
 		return err
 	}
-	if size, err = s.fileBytes(); err != nil || size <= s.opts.MaxBytes {
+	if size, err := s.fileBytes(); err != nil || size <= s.opts.MaxBytes {
 		return err
 	}
 	target := s.opts.MaxBytes - s.opts.MaxBytes*quotaHeadroom/100
@@ -121,16 +113,15 @@ func (w *writer) enforceQuota(ctx context.Context, reclaimFirst bool, deleted ma
 }
 
 // deleteOldestUntil deletes the oldest rows of table in chunks until the database's pages in
-// use (used, in bytes) are at most target or the table is empty. It sizes each chunk from the
-// bytes the previous one freed. It returns the bytes in use afterwards.
+// use (used, in bytes) are at most target or the table is empty, and returns the bytes in use
+// afterwards. A page is freed only once all its rows are gone, so the bytes a row takes are
+// known only roughly: the first chunk is small, and each next one deletes half the rows that the
+// bytes freed so far say are still needed. Few alerts go more than needed.
 func (w *writer) deleteOldestUntil(ctx context.Context, table string, used, target int64, deleted map[string]int64) (int64, error) {
-	const minChunk, firstChunk = 64, 1000
-	bytesPerRow := int64(256) // a guess until the first chunk measures it
+	const firstChunk, minChunk = 100, 16 // rows
+	start := used
+	chunk := int64(firstChunk)
 	for used > target {
-		chunk := min(max((used-target)/bytesPerRow*11/10, minChunk), firstChunk)
-		if deleted[table] > 0 { // measured at least once: trust the estimate
-			chunk = max((used-target)/bytesPerRow*11/10, minChunk)
-		}
 		res, err := w.s.rw.ExecContext(ctx,
 			"DELETE FROM "+table+" WHERE id IN (SELECT id FROM "+table+" ORDER BY id LIMIT ?)", chunk)
 		if err != nil {
@@ -138,17 +129,16 @@ func (w *writer) deleteOldestUntil(ctx context.Context, table string, used, targ
 		}
 		n, _ := res.RowsAffected()
 		if n == 0 {
-			break // empty
+			break // the table is empty
 		}
 		deleted[table] += n
-		now, err := w.s.usedBytes(ctx)
-		if err != nil {
+		if used, err = w.s.usedBytes(ctx); err != nil {
 			return used, err
 		}
-		if freed := used - now; freed > 0 {
-			bytesPerRow = max(freed/n, 1)
+		if freed := start - used; freed > 0 {
+			bytesPerRow := max(freed/deleted[table], 1)
+			chunk = max((used-target)/bytesPerRow/2, minChunk)
 		}
-		used = now
 	}
 	return used, nil
 }

@@ -1,10 +1,12 @@
 -- Perch flight recorder: the schema of the SQLite database the runtime writes.
 --
--- This file is the documentation of the database: open the file on the box with
+-- This file is the documentation of the database: open the database file on the box with
 --
---     sqlite3 -readonly /var/lib/perch/perch.db
+--     sqlite3 -readonly path/to/perch.db
 --
--- and every table and column below is what you see. `perch db` prints the views without sqlite3.
+-- and every table, column and view below is what you see (`.schema` shows the column comments
+-- too).
+-- `perch db` prints the views without sqlite3.
 --
 -- Conventions used by every table
 --

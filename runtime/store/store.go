@@ -71,8 +71,9 @@ type Options struct {
 	// DefaultMaxAge (7 days); a negative value keeps them until the disk quota needs the space.
 	// Alerts are never deleted by age.
 	MaxAge time.Duration
-	// MaxBytes is the disk quota of the database file and its WAL together, in bytes. Zero
-	// means DefaultMaxBytes (256 MiB); a negative value means no quota.
+	// MaxBytes is the disk quota of the database file and its WAL together, in bytes, enforced
+	// by each retention pass (between two passes the file may grow past it). Zero means
+	// DefaultMaxBytes (256 MiB); a negative value means no quota.
 	MaxBytes int64
 	// CommitInterval is the longest a queued row waits for its group commit. Zero means
 	// DefaultCommitInterval (50 ms).
@@ -279,22 +280,24 @@ func checkWAL(ctx context.Context, db *sql.DB) error {
 // records before it are still stored. After Close, Write returns an error wrapping
 // [ErrClosed]. Write is safe for concurrent use.
 func (s *Store) Write(batch []byte) error {
-	rows, skipped, err := walk(batch, nil)
+	rows, skipped, decodeErr := walk(batch, nil)
 	valid := len(batch)
-	var decodeErr *abi.DecodeError
-	if errors.As(err, &decodeErr) {
-		valid = decodeErr.Offset
+	var de *abi.DecodeError
+	if errors.As(decodeErr, &de) {
+		valid = de.Offset
 	}
-	if rows == 0 {
-		if sendErr := s.checkOpen(); sendErr != nil {
-			return sendErr
-		}
-	} else if sendErr := s.send(context.Background(), request{batch: bytes.Clone(batch[:valid]), rows: rows}); sendErr != nil {
-		return sendErr
+	var err error
+	if rows > 0 {
+		err = s.send(context.Background(), request{batch: bytes.Clone(batch[:valid]), rows: rows})
+	} else {
+		err = s.checkOpen()
+	}
+	if err != nil {
+		return err
 	}
 	s.skipped.Add(uint64(skipped))
-	if err != nil {
-		return fmt.Errorf("store: bad batch, kept the %d records before it: %w", rows, err)
+	if decodeErr != nil {
+		return fmt.Errorf("store: bad batch, kept the %d records before it: %w", rows, decodeErr)
 	}
 	return nil
 }
@@ -375,8 +378,9 @@ func (s *Store) checkOpen() error {
 }
 
 // Close commits everything queued, stops the writer, checkpoints the WAL into the database
-// file and closes the connections. Later calls return the first call's result. Methods called
-// after Close return an error wrapping [ErrClosed].
+// file and closes the connections. It returns a failed group commit that no Flush reported yet.
+// Later calls return the first call's result. Methods called after Close return an error
+// wrapping [ErrClosed]; [Store.Stats] still works.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock() // waits for senders in flight: the writer is still draining the queue

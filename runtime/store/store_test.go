@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -254,6 +255,32 @@ func TestGroupCommitByInterval(t *testing.T) {
 	}
 }
 
+func TestFailedCommitIsReported(t *testing.T) {
+	st := openTest(t, Options{CommitInterval: time.Hour})
+	// Break the schema behind the store's back: inserting a score now fails.
+	other, err := sql.Open("sqlite3", writerDSN(st.opts.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Exec("DROP TABLE scores"); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, st, encode(reading(nowNS(), "lost", 1), record{kind: abi.KindScore, timeNS: nowNS(), source: "ae", series: "s"}))
+	if err := st.Flush(context.Background()); err == nil || !strings.Contains(err.Error(), "no such table: scores") {
+		t.Fatalf("Flush after a failed commit = %v, want the commit's error", err)
+	}
+	if got := st.Stats(); got.FailedRows != 2 || got.FailedCommits != 1 {
+		t.Errorf("Stats: FailedRows %d, FailedCommits %d; want 2, 1", got.FailedRows, got.FailedCommits)
+	}
+	// The writer goes on, and the failure is reported once.
+	mustWrite(t, st, encode(reading(nowNS(), "kept", 1)))
+	mustFlush(t, st)
+	if n := queryInt(t, st.DB(), "SELECT count(*) FROM readings WHERE series = 'kept'"); n != 1 {
+		t.Errorf("after a failed commit, %d rows of the next one stored, want 1", n)
+	}
+}
+
 func TestBadBatchKeepsEarlierRecords(t *testing.T) {
 	good := encode(reading(nowNS(), "ok", 1), reading(nowNS(), "ok", 2))
 	tests := []struct {
@@ -475,7 +502,7 @@ func TestOptionsValidation(t *testing.T) {
 }
 
 // FuzzWalk feeds arbitrary batches to the decoder behind Write: it never panics, and the prefix
-// it accepts walks again without error.
+// it accepts walks again without error; the JSON it makes of fields and tags is valid.
 func FuzzWalk(f *testing.F) {
 	f.Add(encode(reading(1, "a", 1), record{kind: abi.KindAlert, timeNS: 2, source: "r", series: "x",
 		tags: []abi.Tag{{Key: "severity", Value: "critical"}}}))
@@ -486,8 +513,12 @@ func FuzzWalk(f *testing.F) {
 	f.Fuzz(func(t *testing.T, batch []byte) {
 		var enc jsonEncoder
 		rows, _, err := walk(batch, func(r *abi.Record) error {
-			enc.fields(r)
-			enc.tags(r)
+			if js := enc.fields(r); !json.Valid([]byte(js)) {
+				t.Fatalf("fields %s are not JSON", js)
+			}
+			if js := enc.tags(r); !json.Valid([]byte(js)) {
+				t.Fatalf("tags %s are not JSON", js)
+			}
 			return nil
 		})
 		valid := len(batch)

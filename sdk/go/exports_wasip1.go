@@ -18,4 +18,4 @@ func exportInit() uint32 { return uint32(initModule()) }
 func exportProcess(ptr, n uint32) uint32 { return uint32(process(uintptr(ptr), n)) }
 
 //go:wasmexport perch_poll
-func exportPoll(max int32) uint32 { return uint32(poll(max)) }
+func exportPoll(limit int32) uint32 { return uint32(poll(limit)) }

@@ -137,15 +137,15 @@ func process(ptr uintptr, n uint32) abi.Errno {
 }
 
 // poll implements perch_poll.
-func poll(max int32) abi.Errno {
+func poll(limit int32) abi.Errno {
 	if g.mod.Poll == nil {
 		return abi.ENOSYS
 	}
-	if max < 0 {
+	if limit < 0 {
 		return abi.EINVAL
 	}
 	g.out.reset()
-	return g.finish("perch_poll failed: ", g.mod.Poll(int(max), &g.out))
+	return g.finish("perch_poll failed: ", g.mod.Poll(int(limit), &g.out))
 }
 
 // finish emits the call's output, or logs err and drops the output.

@@ -299,3 +299,6 @@ func Built(t testing.TB, name string) string {
 		dir = parent
 	}
 }
+
+// Raw returns the underlying runtime module, for benchmarks that drive it without decoding.
+func (m *Module) Raw() *runtime.Module { return m.m }

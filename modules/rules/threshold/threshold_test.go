@@ -348,3 +348,25 @@ func FuzzProcess(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkProcess measures one batch of 1000 readings from four sources that cross the limit
+// every 20 records.
+func BenchmarkProcess(b *testing.B) {
+	th, _ := New(Config{Field: "temp", Above: f(30), Hysteresis: 1})
+	var recs []rec
+	for i := range 1000 {
+		recs = append(recs, rec{abi.KindReading, float64(i), fmt.Sprint("src", i%4), "env", "temp",
+			float64(25 + 10*(i/20%2))})
+	}
+	batch := encode(recs...)
+	var out abi.Builder
+	b.ReportAllocs()
+	for b.Loop() {
+		out.Buf = out.Buf[:0]
+		it := abi.Iter{Buf: batch}
+		if err := th.Process(&it, &out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
+}

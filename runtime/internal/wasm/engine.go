@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -32,9 +34,17 @@ import (
 )
 
 // Engine compiles and instantiates modules. It is safe for concurrent use; Close it when done.
+//
+// All instances share one wazero runtime, so that a module binary is decoded and compiled once
+// and then instantiated many times. What differs per instance is carried by the call's context:
+// the host functions find their [Instance] there, and each instance's memory comes from an
+// allocator that enforces its own limit.
 type Engine struct {
-	cache       wazero.CompilationCache
-	interpreter bool
+	cache wazero.CompilationCache
+	rt    wazero.Runtime
+
+	mu       sync.Mutex
+	compiled map[[32]byte]wazero.CompiledModule // by the binary's SHA-256
 }
 
 // NewEngine returns an engine whose compilation cache lives in cacheDir (created with mode 0700
@@ -42,43 +52,73 @@ type Engine struct {
 // cache in memory only. With interpreter set, modules run on wazero's interpreter instead of
 // its optimizing compiler (a fallback switch for compiler bugs).
 func NewEngine(cacheDir string, interpreter bool) (*Engine, error) {
+	ctx := context.Background()
+	var cache wazero.CompilationCache
 	if cacheDir == "" {
-		return &Engine{cache: wazero.NewCompilationCache(), interpreter: interpreter}, nil
+		cache = wazero.NewCompilationCache()
+	} else {
+		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("wasm: compilation cache: %w", err)
+		}
+		c, err := wazero.NewCompilationCacheWithDir(cacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("wasm: compilation cache: %w", err)
+		}
+		cache = c
 	}
-	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
-		return nil, fmt.Errorf("wasm: compilation cache: %w", err)
-	}
-	c, err := wazero.NewCompilationCacheWithDir(cacheDir)
-	if err != nil {
-		return nil, fmt.Errorf("wasm: compilation cache: %w", err)
-	}
-	return &Engine{cache: c, interpreter: interpreter}, nil
-}
-
-// Close releases the compilation cache's in-memory state. Instances must be closed first.
-func (e *Engine) Close(ctx context.Context) error { return e.cache.Close(ctx) }
-
-func (e *Engine) runtimeConfig(memoryPages uint32) wazero.RuntimeConfig {
 	rc := wazero.NewRuntimeConfigCompiler()
-	if e.interpreter {
+	if interpreter {
 		rc = wazero.NewRuntimeConfigInterpreter()
 	}
-	return rc.WithCompilationCache(e.cache).
-		WithCloseOnContextDone(true).
-		WithMemoryLimitPages(memoryPages)
+	// Close-on-context-done is what makes a deadline stop a spinning guest; never turn it off.
+	rc = rc.WithCompilationCache(cache).WithCloseOnContextDone(true)
+	e := &Engine{cache: cache, rt: wazero.NewRuntimeWithConfig(ctx, rc), compiled: map[[32]byte]wazero.CompiledModule{}}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, e.rt); err != nil {
+		e.Close(ctx)
+		return nil, fmt.Errorf("wasm: wasi: %w", err)
+	}
+	if err := instantiateHost(ctx, e.rt); err != nil {
+		e.Close(ctx)
+		return nil, fmt.Errorf("wasm: host modules: %w", err)
+	}
+	return e, nil
 }
 
-// Compile compiles bin into the cache without instantiating it (at install or load time), so
-// that the next start does not compile. It also checks that the module has the exports of its
-// kind ("driver" needs perch_poll; "filter" and "rule" need perch_process).
+// Close closes the runtime, every instance still open, and the compilation cache's in-memory
+// state.
+func (e *Engine) Close(ctx context.Context) error {
+	return errors.Join(e.rt.Close(ctx), e.cache.Close(ctx))
+}
+
+// Compile compiles bin (from the on-disk cache when it is there) and keeps it for
+// [Engine.Instantiate], so that a start does not compile twice. It also checks that the module
+// has the exports of its kind ("driver" needs perch_poll; "filter" and "rule" need
+// perch_process). It is safe to call again with the same binary.
 func (e *Engine) Compile(ctx context.Context, bin []byte, kind string) error {
-	r := wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig(65536))
-	defer r.Close(ctx)
-	cm, err := r.CompileModule(ctx, bin)
-	if err != nil {
-		return fmt.Errorf("wasm: compile: %w", err)
+	_, err := e.compile(ctx, bin, kind)
+	return err
+}
+
+func (e *Engine) compile(ctx context.Context, bin []byte, kind string) (wazero.CompiledModule, error) {
+	sum := sha256.Sum256(bin)
+	e.mu.Lock()
+	cm, ok := e.compiled[sum]
+	e.mu.Unlock()
+	if !ok {
+		var err error
+		if cm, err = e.rt.CompileModule(ctx, bin); err != nil {
+			return nil, fmt.Errorf("wasm: compile: %w", err)
+		}
+		e.mu.Lock()
+		if old, ok := e.compiled[sum]; ok {
+			cm.Close(ctx)
+			cm = old
+		} else {
+			e.compiled[sum] = cm
+		}
+		e.mu.Unlock()
 	}
-	return checkExports(cm, kind)
+	return cm, checkExports(cm, kind)
 }
 
 func checkExports(cm wazero.CompiledModule, kind string) error {
@@ -131,8 +171,8 @@ type Spec struct {
 // closed: make a new one.
 type Instance struct {
 	spec   *Spec
-	rt     wazero.Runtime
 	mod    api.Module
+	memory limitedMemory
 	mem    api.Memory
 	stack  []uint64
 	buffer api.Function
@@ -160,6 +200,7 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 		spec.Now = func() int64 { return time.Now().UnixNano() }
 	}
 	i := &Instance{spec: spec, stack: make([]uint64, 4), out: make([]byte, 0, 4096)}
+	i.memory.limit = uint64(spec.MemoryPages) * 65536
 	for _, k := range spec.Emits {
 		for kind := abi.KindReading; kind <= abi.KindEvent; kind++ {
 			if kind.String() == k {
@@ -168,26 +209,16 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 		}
 	}
 	i.stderr.max = 2048
-	i.rt = wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig(spec.MemoryPages))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("wasm: %s: instantiate panicked: %v", spec.Name, r)
 		}
-		if err != nil {
-			i.rt.Close(context.WithoutCancel(ctx))
+		if err != nil && i.mod != nil {
+			i.mod.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, i.rt); err != nil {
-		return nil, fmt.Errorf("wasm: %s: wasi: %w", spec.Name, err)
-	}
-	if err := i.instantiateHost(ctx); err != nil {
-		return nil, fmt.Errorf("wasm: %s: host modules: %w", spec.Name, err)
-	}
-	cm, err := i.rt.CompileModule(ctx, spec.Binary)
+	cm, err := e.compile(ctx, spec.Binary, spec.Kind)
 	if err != nil {
-		return nil, fmt.Errorf("wasm: %s: compile: %w", spec.Name, err)
-	}
-	if err := checkExports(cm, spec.Kind); err != nil {
 		return nil, fmt.Errorf("wasm: %s: %w", spec.Name, err)
 	}
 	starts := []string{}
@@ -197,9 +228,9 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 	mc := wazero.NewModuleConfig().WithName(spec.Name).WithStartFunctions(starts...).
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().WithRandSource(rand.Reader).
 		WithStderr(&i.stderr).WithStdout(&i.stderr)
-	cctx, cancel := context.WithTimeout(ctx, spec.Deadline)
+	cctx, cancel := i.callContext(ctx)
 	defer cancel()
-	i.mod, err = i.rt.InstantiateModule(cctx, cm, mc)
+	i.mod, err = e.rt.InstantiateModule(experimental.WithMemoryAllocator(cctx, &i.memory), cm, mc)
 	if err != nil {
 		return nil, i.fault("init", err)
 	}
@@ -223,12 +254,49 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 	return i, nil
 }
 
+type instanceKey struct{}
+
+// callContext returns the context for one guest call: it carries the instance (for the host
+// functions) and the module's deadline.
+func (i *Instance) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithValue(ctx, instanceKey{}, i), i.spec.Deadline)
+}
+
+// limitedMemory backs one instance's linear memory and refuses to grow it past its limit
+// (memory.grow then returns -1 to the guest).
+type limitedMemory struct {
+	buf     []byte
+	limit   uint64 // bytes
+	refused bool   // a growth was refused: the guest ran out of memory
+}
+
+func (m *limitedMemory) Allocate(capacity, max uint64) experimental.LinearMemory {
+	m.buf = make([]byte, 0, min(capacity, m.limit))
+	return m
+}
+
+func (m *limitedMemory) Reallocate(size uint64) []byte {
+	if size > m.limit {
+		m.refused = true
+		return nil
+	}
+	if size > uint64(cap(m.buf)) {
+		nb := make([]byte, size, min(max(size, 2*uint64(cap(m.buf))), m.limit))
+		copy(nb, m.buf)
+		m.buf = nb
+	}
+	m.buf = m.buf[:size]
+	return m.buf
+}
+
+func (m *limitedMemory) Free() { m.buf = nil }
+
 // Name returns the instance name.
 func (i *Instance) Name() string { return i.spec.Name }
 
-// Close closes the instance and its sandbox. It is safe to call more than once.
+// Close closes the instance. It is safe to call more than once.
 func (i *Instance) Close(ctx context.Context) error {
-	return i.rt.Close(ctx)
+	return i.mod.Close(ctx)
 }
 
 // MemoryBytes returns the guest's current linear memory size in bytes.
@@ -245,7 +313,7 @@ func (i *Instance) reset() {
 // reported an error; the instance is fine and the records it emitted are returned).
 func (i *Instance) Process(ctx context.Context, in []byte) (out []byte, err error) {
 	defer i.guard(&err)
-	cctx, cancel := context.WithTimeout(ctx, i.spec.Deadline)
+	cctx, cancel := i.callContext(ctx)
 	defer cancel()
 	i.reset()
 	i.stack[0] = uint64(len(in))
@@ -268,7 +336,7 @@ func (i *Instance) Process(ctx context.Context, in []byte) (out []byte, err erro
 // until the next call. Errors are as for [Instance.Process].
 func (i *Instance) Poll(ctx context.Context, max int) (out []byte, err error) {
 	defer i.guard(&err)
-	cctx, cancel := context.WithTimeout(ctx, i.spec.Deadline)
+	cctx, cancel := i.callContext(ctx)
 	defer cancel()
 	i.reset()
 	i.stack[0] = uint64(max)
@@ -288,7 +356,7 @@ func (i *Instance) errno(fn string) error {
 // guard turns a panic inside wazero (odd modules have caused some) into a fault.
 func (i *Instance) guard(err *error) {
 	if r := recover(); r != nil {
-		i.rt.Close(context.Background())
+		i.mod.Close(context.Background())
 		*err = &Fault{Module: i.spec.Name, Reason: ReasonTrap, Func: "call", Detail: fmt.Sprintf("engine panic: %v", r)}
 	}
 }
@@ -373,14 +441,15 @@ func (i *Instance) fault(fn string, err error) error {
 		if s := i.stderr.Take(); s != "" {
 			f.Detail += ": " + s
 		}
-		// A guest whose memory reached its limit and then trapped or exited ran out of memory.
-		if i.mem != nil && uint64(i.mem.Size()) >= uint64(i.spec.MemoryPages-4)*65536 {
+		// A guest that was refused memory and then trapped or exited ran out of memory.
+		if i.memory.refused {
 			f.Reason = ReasonMemory
-		} else if bytes.Contains([]byte(f.Detail), []byte("out of memory")) {
-			f.Reason = ReasonMemory
+			f.Detail = fmt.Sprintf("memory limit of %d pages reached: %s", i.spec.MemoryPages, f.Detail)
 		}
 	}
-	_ = i.rt.Close(context.Background())
+	if i.mod != nil {
+		_ = i.mod.Close(context.Background())
+	}
 	return f
 }
 

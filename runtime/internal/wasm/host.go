@@ -91,39 +91,53 @@ var (
 
 type hostFunc struct {
 	module, name   string
-	fn             api.GoModuleFunc
+	method         func(*Instance, context.Context, api.Module, []uint64)
 	params, result []api.ValueType
 }
 
-// instantiateHost instantiates the perch:*/v1 host modules in the instance's runtime, bound to i.
-func (i *Instance) instantiateHost(ctx context.Context) error {
+// bind makes a host function that calls method on the instance the call's context carries.
+func bind(method func(*Instance, context.Context, api.Module, []uint64)) api.GoModuleFunc {
+	return func(ctx context.Context, mod api.Module, stack []uint64) {
+		i, _ := ctx.Value(instanceKey{}).(*Instance)
+		if i == nil {
+			// Only calls made through an Instance reach here; anything else is a bug.
+			_ = mod.CloseWithExitCode(ctx, abi.ExitBadPointer)
+			panic(sys.NewExitError(abi.ExitBadPointer))
+		}
+		method(i, ctx, mod, stack)
+	}
+}
+
+// instantiateHost instantiates the perch:*/v1 host modules in the engine's runtime. Each host
+// function finds the calling [Instance] in the call's context (see Instance.callContext).
+func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 	errno := []api.ValueType{i32}
 	fns := []hostFunc{
-		{abi.ModuleLog, abi.FuncLogWrite, i.logWrite, []api.ValueType{i32, i32, i32}, errno},
-		{abi.ModuleIO, abi.FuncEmit, i.emit, []api.ValueType{i32, i32}, errno},
-		{abi.ModuleClock, abi.FuncNow, i.nowNS, nil, []api.ValueType{i64}},
-		{abi.ModuleConfig, abi.FuncConfigGet, i.configGet, []api.ValueType{i32, i32, i32}, errno},
-		{abi.ModuleState, abi.FuncStateGet, i.stateGet, []api.ValueType{i32, i32, i32, i32, i32}, errno},
-		{abi.ModuleState, abi.FuncStateSet, i.stateSet, []api.ValueType{i32, i32, i32, i32}, errno},
-		{abi.ModuleState, abi.FuncStateDelete, i.stateDelete, []api.ValueType{i32, i32}, errno},
-		{abi.ModuleHAL, abi.FuncI2CRead, i.i2cRead, []api.ValueType{i32, i32, i32, i32, i32}, errno},
-		{abi.ModuleHAL, abi.FuncI2CWrite, i.i2cWrite, []api.ValueType{i32, i32, i32, i32}, errno},
-		{abi.ModuleHAL, abi.FuncSPITransfer, i.spiTransfer, []api.ValueType{i32, i32, i32, i32, i32}, errno},
-		{abi.ModuleHAL, abi.FuncGPIORead, i.gpioRead, []api.ValueType{i32, i32}, errno},
-		{abi.ModuleHAL, abi.FuncGPIOWrite, i.gpioWrite, []api.ValueType{i32, i32}, errno},
-		{abi.ModuleHAL, abi.FuncUARTRead, i.uartRead, []api.ValueType{i32, i32, i32, i32, i32}, errno},
-		{abi.ModuleHAL, abi.FuncUARTWrite, i.uartWrite, []api.ValueType{i32, i32, i32, i32}, errno},
+		{abi.ModuleLog, abi.FuncLogWrite, (*Instance).logWrite, []api.ValueType{i32, i32, i32}, errno},
+		{abi.ModuleIO, abi.FuncEmit, (*Instance).emit, []api.ValueType{i32, i32}, errno},
+		{abi.ModuleClock, abi.FuncNow, (*Instance).nowNS, nil, []api.ValueType{i64}},
+		{abi.ModuleConfig, abi.FuncConfigGet, (*Instance).configGet, []api.ValueType{i32, i32, i32}, errno},
+		{abi.ModuleState, abi.FuncStateGet, (*Instance).stateGet, []api.ValueType{i32, i32, i32, i32, i32}, errno},
+		{abi.ModuleState, abi.FuncStateSet, (*Instance).stateSet, []api.ValueType{i32, i32, i32, i32}, errno},
+		{abi.ModuleState, abi.FuncStateDelete, (*Instance).stateDelete, []api.ValueType{i32, i32}, errno},
+		{abi.ModuleHAL, abi.FuncI2CRead, (*Instance).i2cRead, []api.ValueType{i32, i32, i32, i32, i32}, errno},
+		{abi.ModuleHAL, abi.FuncI2CWrite, (*Instance).i2cWrite, []api.ValueType{i32, i32, i32, i32}, errno},
+		{abi.ModuleHAL, abi.FuncSPITransfer, (*Instance).spiTransfer, []api.ValueType{i32, i32, i32, i32, i32}, errno},
+		{abi.ModuleHAL, abi.FuncGPIORead, (*Instance).gpioRead, []api.ValueType{i32, i32}, errno},
+		{abi.ModuleHAL, abi.FuncGPIOWrite, (*Instance).gpioWrite, []api.ValueType{i32, i32}, errno},
+		{abi.ModuleHAL, abi.FuncUARTRead, (*Instance).uartRead, []api.ValueType{i32, i32, i32, i32, i32}, errno},
+		{abi.ModuleHAL, abi.FuncUARTWrite, (*Instance).uartWrite, []api.ValueType{i32, i32, i32, i32}, errno},
 	}
 	builders := map[string]wazero.HostModuleBuilder{}
 	var order []string
 	for _, f := range fns {
 		b, ok := builders[f.module]
 		if !ok {
-			b = i.rt.NewHostModuleBuilder(f.module)
+			b = rt.NewHostModuleBuilder(f.module)
 			builders[f.module] = b
 			order = append(order, f.module)
 		}
-		b.NewFunctionBuilder().WithGoModuleFunction(f.fn, f.params, f.result).Export(f.name)
+		b.NewFunctionBuilder().WithGoModuleFunction(bind(f.method), f.params, f.result).Export(f.name)
 	}
 	for _, m := range order {
 		if _, err := builders[m].Instantiate(ctx); err != nil {
