@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 )
@@ -61,29 +62,29 @@ func cmdModule(args []string, stdout, stderr io.Writer) error {
 
 // cmdModuleNew runs "perch module new". Flags may come before or after NAME.
 func cmdModuleNew(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("perch module new", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	flags := flag.NewFlagSet("perch module new", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.Usage = func() {
 		fmt.Fprint(stderr, moduleUsage, "\nFlags:\n")
-		fs.PrintDefaults()
+		flags.PrintDefaults()
 	}
 	var o newModuleOptions
-	fs.StringVar(&o.Dir, "dir", ".", "create the module in `DIR`/NAME")
-	fs.StringVar(&o.Kind, "kind", "filter", "the module's kind: filter, rule or driver")
-	fs.StringVar(&o.Perch, "perch", "", "the Perch checkout (the folder of its go.mod) for the new go.mod's replace; default: found above the working directory")
+	flags.StringVar(&o.Dir, "dir", ".", "create the module in `DIR`/NAME")
+	flags.StringVar(&o.Kind, "kind", "filter", "the module's kind: filter, rule or driver")
+	flags.StringVar(&o.Perch, "perch", "", "the Perch checkout (the folder of its go.mod) for the new go.mod's replace; default: found above the working directory")
 	var names []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := flags.Parse(args); err != nil {
 			return err
 		}
-		if fs.NArg() == 0 {
+		if flags.NArg() == 0 {
 			break
 		}
-		names = append(names, fs.Arg(0))
-		args = fs.Args()[1:]
+		names = append(names, flags.Arg(0))
+		args = flags.Args()[1:]
 	}
 	if len(names) != 1 {
-		fs.Usage()
+		flags.Usage()
 		return fmt.Errorf("perch module new: want one NAME, got %d: %q", len(names), names)
 	}
 	o.Name = names[0]
@@ -290,7 +291,7 @@ type file struct {
 // Wasm main, the manifest, the sample config, the README, then go.mod unless d.InTree.
 func renderModule(d moduleData) ([]file, error) {
 	const root = "templates/module"
-	t := template.New("").Option("missingkey=error")
+	t := template.New("").Option("missingkey=error").Funcs(template.FuncMap{"gomodQuote": gomodQuote})
 	if _, err := t.ParseFS(moduleTemplates, root+"/partials.tmpl"); err != nil {
 		return nil, err
 	}
@@ -452,6 +453,14 @@ func validImportPath(p string) bool {
 		}
 	}
 	return true
+}
+
+// gomodQuote quotes a path for a go.mod file when it needs it, as the go command does.
+func gomodQuote(s string) string {
+	if s == "" || strings.ContainsAny(s, " \t\"'`()[]{},") || strings.Contains(s, "//") || strings.Contains(s, "/*") {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -18,7 +18,7 @@ import (
 // temporary folder and returns it: a checkout as far as "perch module new" can tell.
 func fakePerch(t *testing.T) string {
 	t.Helper()
-	root := t.TempDir()
+	root := filepath.Join(t.TempDir(), "a checkout") // a space: go.mod must quote the path
 	gomod := "module github.com/perch-edge/perch\n\ngo 1.26\n\nrequire (\n" +
 		"\tgithub.com/tetratelabs/wazero v1.12.0 // indirect\n\tgo.yaml.in/yaml/v3 v3.0.6\n)\n\n" +
 		"replace (\n\texample.com/x => ../x\n)\n"
@@ -69,7 +69,7 @@ func TestModuleNewRefuses(t *testing.T) {
 		{"keyword", []string{"func"}, "package name func is a Go keyword; pick another name, such as \"func-mod\""},
 		{"predeclared", []string{"string"}, "is a predeclared Go identifier"},
 		{"clashes with main.go", []string{"abi"}, "is an identifier the generated wasm/main.go uses"},
-		{"clashes with main.go after the dash", []string{"e-r-r"}, ""}, // e_r_r is fine
+		{"dashes become underscores", []string{"e-r-r"}, ""}, // package e_r_r, which is fine
 		{"bad kind", []string{"x", "--kind", "sensor"}, `bad --kind "sensor": want filter, rule or driver`},
 		{"kind is lowercase", []string{"x", "--kind", "Filter"}, `bad --kind "Filter"`},
 		{"empty kind", []string{"x", "--kind="}, `bad --kind ""`},
@@ -138,7 +138,7 @@ func TestModuleNewFindsCheckout(t *testing.T) {
 	if err := cmdModule([]string{"new", "x", "--dir", dir}, new(bytes.Buffer), new(bytes.Buffer)); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFile(t, filepath.Join(dir, "x", "go.mod")); !strings.Contains(got, "replace github.com/perch-edge/perch => "+perch+"\n") {
+	if got := readFile(t, filepath.Join(dir, "x", "go.mod")); !strings.Contains(got, "replace github.com/perch-edge/perch => \""+perch+"\"\n") {
 		t.Errorf("go.mod does not replace Perch with %s:\n%s", perch, got)
 	}
 }
@@ -180,7 +180,7 @@ func TestModuleNewStandalone(t *testing.T) {
 			wantMod := "module example.com/" + name + "\n\ngo 1.26\n\nrequire github.com/perch-edge/perch v0.0.0\n\n" +
 				"require (\n\tgithub.com/tetratelabs/wazero v1.12.0 // indirect\n\tgo.yaml.in/yaml/v3 v3.0.6 // indirect\n)\n\n" +
 				"// The Perch checkout this module was created from; see README.md.\n" +
-				"replace github.com/perch-edge/perch => " + perch + "\n"
+				"replace github.com/perch-edge/perch => \"" + perch + "\"\n"
 			if got := readFile(t, filepath.Join(dir, "go.mod")); got != wantMod {
 				t.Errorf("go.mod:\n%s\nwant\n%s", got, wantMod)
 			}

@@ -75,13 +75,18 @@ func (p *printer) print(module string, batch []byte) {
 		}
 		var b strings.Builder
 		ts := time.Unix(0, r.TimeNS).Format("15:04:05")
+		// Filters and rules name the source of the readings they judged in a source tag.
+		from := r.Source
+		if src, ok := r.Tag("source"); ok {
+			from = src
+		}
 		if r.Kind == abi.KindAlert {
 			state, _ := r.Tag("state")
 			sev, _ := r.Tag("severity")
 			msg, _ := r.Tag("message")
-			fmt.Fprintf(&b, "%s ALERT %-7s %s %s/%s [%s] %s", ts, state, module, r.Source, r.Series, sev, msg)
+			fmt.Fprintf(&b, "%s ALERT %-7s %s: %s/%s [%s] %s", ts, state, module, from, r.Series, sev, msg)
 		} else {
-			fmt.Fprintf(&b, "%s summary %s %s/%s", ts, module, r.Source, r.Series)
+			fmt.Fprintf(&b, "%s summary %s: %s/%s", ts, module, from, r.Series)
 		}
 		r.Fields(func(name []byte, v float64) {
 			if r.Kind == abi.KindSummary && !strings.HasSuffix(string(name), "_mean") {
