@@ -3,7 +3,7 @@
 //	perch run --config perch.yaml [--for 60s] [--quiet]   run a pipeline
 //	perch validate perch.yaml                              check a config without running it
 //	perch db --db var/perch.db [VIEW ...]                  print the recorder's views
-//	perch module new NAME [--dir DIR]                      scaffold a Go module
+//	perch module new NAME [--dir DIR] [--kind KIND]        scaffold a Go module
 //	perch version
 package main
 
@@ -27,7 +27,7 @@ Usage:
   perch run --config FILE [--for DURATION] [--quiet] [--log-level LEVEL]
   perch validate FILE
   perch db --db FILE [VIEW ...]
-  perch module new NAME [--dir DIR]
+  perch module new NAME [--dir DIR] [--kind filter|rule|driver] [--perch PATH]
   perch version
 `
 

@@ -70,8 +70,8 @@ func cmdModuleNew(args []string, stdout, stderr io.Writer) error {
 	}
 	var o newModuleOptions
 	flags.StringVar(&o.Dir, "dir", ".", "create the module in `DIR`/NAME")
-	flags.StringVar(&o.Kind, "kind", "filter", "the module's kind: filter, rule or driver")
-	flags.StringVar(&o.Perch, "perch", "", "the Perch checkout (the folder of its go.mod) for the new go.mod's replace; default: found above the working directory")
+	flags.StringVar(&o.Kind, "kind", "filter", "the module's `KIND`: filter, rule or driver")
+	flags.StringVar(&o.Perch, "perch", "", "the Perch checkout `PATH` (the folder of its go.mod) that a new go.mod points at; default: the one above the working directory")
 	var names []string
 	for {
 		if err := flags.Parse(args); err != nil {
@@ -208,59 +208,18 @@ func newModule(o newModuleOptions) (newModuleResult, error) {
 	}
 	d := moduleData{Name: o.Name, Package: pkg, Kind: o.Kind, Type: k.Type, Emits: k.Emits,
 		Description: k.Description}
-	var goSum []byte
 	root, mod, err := enclosingModule(filepath.Dir(abs))
 	if err != nil {
 		return newModuleResult{}, err
 	}
+	var goSum []byte
 	if mod == perchModule {
-		rel, err := filepath.Rel(root, abs)
-		if err != nil {
-			return newModuleResult{}, err
-		}
-		d.InTree, d.Rel = true, filepath.ToSlash(rel)
-		d.Import = perchModule + "/" + d.Rel
-		if !validImportPath(d.Import) {
-			return newModuleResult{}, fmt.Errorf("%s is inside the Perch checkout at %s, but %q is not a valid Go import path", dir, root, d.Import)
-		}
-		d.Wasm = "build/modules/" + o.Name + ".wasm"
-		d.BuildDir = "the root of the Perch checkout"
-		d.Build = "GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -o " + d.Wasm + " ./" + d.Rel + "/wasm"
-		d.Manifest = "cp " + d.Rel + "/manifest.yaml build/modules/" + o.Name + ".manifest.yaml"
+		err = d.inTree(root, abs)
 	} else {
-		checkout := o.Perch
-		if checkout == "" {
-			wd, err := os.Getwd()
-			if err != nil {
-				return newModuleResult{}, err
-			}
-			if checkout = findPerch(wd); checkout == "" {
-				return newModuleResult{}, fmt.Errorf("%s is outside the Perch checkout and none was found above %s (a go.mod of module %s): pass --perch PATH", dir, wd, perchModule)
-			}
-		}
-		if checkout, err = filepath.Abs(checkout); err != nil {
-			return newModuleResult{}, err
-		}
-		gm, err := readGoMod(filepath.Join(checkout, "go.mod"))
-		if err != nil {
-			return newModuleResult{}, fmt.Errorf("--perch %s: %w", checkout, err)
-		}
-		if gm.Module != perchModule {
-			return newModuleResult{}, fmt.Errorf("--perch %s: its go.mod is module %q, not %s", checkout, gm.Module, perchModule)
-		}
-		goSum, err = os.ReadFile(filepath.Join(checkout, "go.sum"))
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return newModuleResult{}, err
-		}
-		d.Perch, d.GoVersion, d.Requires = checkout, gm.Go, gm.Require
-		if d.GoVersion == "" {
-			d.GoVersion = "1.26"
-		}
-		d.Import = "example.com/" + o.Name
-		d.Wasm = "build/" + o.Name + ".wasm"
-		d.BuildDir = "this folder"
-		d.Build = "GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -o " + d.Wasm + " ./wasm"
-		d.Manifest = "cp manifest.yaml build/" + o.Name + ".manifest.yaml"
+		goSum, err = d.standalone(dir, o.Perch)
+	}
+	if err != nil {
+		return newModuleResult{}, err
 	}
 
 	files, err := renderModule(d)
@@ -278,6 +237,64 @@ func newModule(o newModuleOptions) (newModuleResult, error) {
 		res.Files = append(res.Files, f.name)
 	}
 	return res, nil
+}
+
+// inTree sets up d for a module at abs inside the Perch checkout at root: a package of the Perch
+// module, built like the first-party modules.
+func (d *moduleData) inTree(root, abs string) error {
+	rel, err := filepath.Rel(root, abs)
+	if err != nil {
+		return err
+	}
+	d.InTree, d.Rel = true, filepath.ToSlash(rel)
+	d.Import = perchModule + "/" + d.Rel
+	if !validImportPath(d.Import) {
+		return fmt.Errorf("%s is inside the Perch checkout at %s, but %q is not a valid Go import path", abs, root, d.Import)
+	}
+	d.Wasm = "build/modules/" + d.Name + ".wasm"
+	d.BuildDir = "the root of the Perch checkout"
+	d.Build = "GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -o " + d.Wasm + " ./" + d.Rel + "/wasm"
+	d.Manifest = "cp " + d.Rel + "/manifest.yaml build/modules/" + d.Name + ".manifest.yaml"
+	return nil
+}
+
+// standalone sets up d for a module of its own in dir that requires Perch replaced by the
+// checkout (perch, or the one above the working directory when empty), and returns the
+// checkout's go.sum (nil if it has none).
+func (d *moduleData) standalone(dir, perch string) (goSum []byte, err error) {
+	if perch == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		if perch = findPerch(wd); perch == "" {
+			return nil, fmt.Errorf("%s is outside the Perch checkout and none was found above %s (a go.mod of module %s): pass --perch PATH", dir, wd, perchModule)
+		}
+	}
+	if perch, err = filepath.Abs(perch); err != nil {
+		return nil, err
+	}
+	gm, err := readGoMod(filepath.Join(perch, "go.mod"))
+	if err != nil {
+		return nil, fmt.Errorf("--perch %s: %w", perch, err)
+	}
+	if gm.Module != perchModule {
+		return nil, fmt.Errorf("--perch %s: its go.mod is module %q, not %s", perch, gm.Module, perchModule)
+	}
+	goSum, err = os.ReadFile(filepath.Join(perch, "go.sum"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	d.Perch, d.GoVersion, d.Requires = perch, gm.Go, gm.Require
+	if d.GoVersion == "" {
+		d.GoVersion = "1.26"
+	}
+	d.Import = "example.com/" + d.Name
+	d.Wasm = "build/" + d.Name + ".wasm"
+	d.BuildDir = "this folder"
+	d.Build = "GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -o " + d.Wasm + " ./wasm"
+	d.Manifest = "cp manifest.yaml build/" + d.Name + ".manifest.yaml"
+	return goSum, nil
 }
 
 // file is one file of a new module: its path (slash-separated, relative to the module's folder)
