@@ -3,8 +3,9 @@ module github.com/perch-edge/perch
 go 1.26
 
 require (
-	github.com/mattn/go-sqlite3 v1.14.53 // indirect
-	github.com/tetratelabs/wazero v1.12.0 // indirect
-	go.yaml.in/yaml/v3 v3.0.6 // indirect
-	golang.org/x/sys v0.44.0 // indirect
+	github.com/mattn/go-sqlite3 v1.14.53
+	github.com/tetratelabs/wazero v1.12.0
+	go.yaml.in/yaml/v3 v3.0.6
 )
+
+require golang.org/x/sys v0.44.0 // indirect
