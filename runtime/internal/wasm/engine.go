@@ -228,7 +228,9 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 	mc := wazero.NewModuleConfig().WithName(spec.Name).WithStartFunctions(starts...).
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().WithRandSource(rand.Reader).
 		WithStderr(&i.stderr).WithStdout(&i.stderr)
-	cctx, cancel := i.callContext(ctx)
+	// Start-up (the guest language's runtime, then perch_init) gets a longer deadline than a
+	// call: it runs once, and a loaded machine must not turn a slow start into a fault.
+	cctx, cancel := context.WithTimeout(context.WithValue(ctx, instanceKey{}, i), max(10*spec.Deadline, time.Second))
 	defer cancel()
 	i.mod, err = e.rt.InstantiateModule(experimental.WithMemoryAllocator(cctx, &i.memory), cm, mc)
 	if err != nil {
