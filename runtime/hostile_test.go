@@ -110,3 +110,12 @@ func TestUngrantedDevice(t *testing.T) {
 		t.Fatalf("got %v, want an init error with EPERM", err)
 	}
 }
+
+// TestMemoryLimitBelowStart checks that a memory limit smaller than what the module needs to
+// start is a clear load error, not a crash.
+func TestMemoryLimitBelowStart(t *testing.T) {
+	_, err := perchtest.Open(perchtest.Options{Wasm: perchtest.Built(t, "hostile"), Grants: hostileGrants, MemoryPages: 1})
+	if err == nil || !strings.Contains(err.Error(), "more than its limit of 1 (memory_pages)") {
+		t.Fatalf("got %v, want an error about memory_pages", err)
+	}
+}

@@ -144,7 +144,7 @@ func Validate(ctx context.Context, cfg *config.Config) error {
 	for _, m := range cfg.Modules {
 		bin, err := os.ReadFile(m.Wasm)
 		if err == nil {
-			err = e.Compile(ctx, bin, m.Manifest.Kind)
+			err = e.Compile(ctx, bin, m.Manifest.Kind, m.MemoryPages)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: module %s (%s): %w", cfg.File, m.Name, m.Wasm, err))

@@ -116,21 +116,22 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, er
 	bins := make([][]byte, len(cfg.Modules))
 	errs := make([]error, len(cfg.Modules))
 	var wg sync.WaitGroup
-	seen := map[string]bool{}
+	seen := map[string]bool{} // path and memory limit: each pair is checked once
 	for i := range cfg.Modules {
 		m := &cfg.Modules[i]
 		if bins[i], errs[i] = os.ReadFile(m.Wasm); errs[i] != nil {
 			errs[i] = fmt.Errorf("runtime: module %s: %w", m.Name, errs[i])
 			continue
 		}
-		if seen[m.Wasm] {
+		key := fmt.Sprintf("%s\x00%d", m.Wasm, m.MemoryPages)
+		if seen[key] {
 			continue
 		}
-		seen[m.Wasm] = true
+		seen[key] = true
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := r.engine.Compile(ctx, bins[i], m.Manifest.Kind); err != nil {
+			if err := r.engine.Compile(ctx, bins[i], m.Manifest.Kind, m.MemoryPages); err != nil {
 				errs[i] = fmt.Errorf("runtime: module %s (%s): %w", m.Name, m.Wasm, err)
 			}
 		}()

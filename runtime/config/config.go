@@ -21,11 +21,14 @@ package config
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -189,7 +192,10 @@ func Parse(file string, data []byte) (*Config, error) {
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty document
+		if err := p.textErr(&root, reflect.TypeFor[Config](), err); err != nil {
+			return nil, err
+		}
 		return nil, p.yamlErr(err)
 	}
 	cfg.File = file
@@ -204,7 +210,7 @@ func Parse(file string, data []byte) (*Config, error) {
 type parser struct {
 	file   string
 	lines  map[string]int // field path -> line
-	byLine map[int]string // line -> deepest field path that starts on it
+	byLine map[int]string // line -> deepest field path that contains every field starting on it
 	errs   []error
 }
 
@@ -217,8 +223,10 @@ func (p *parser) index(n *yaml.Node, path string) {
 		if _, ok := p.lines[path]; !ok {
 			p.lines[path] = n.Line
 		}
-		if old, ok := p.byLine[n.Line]; !ok || len(path) > len(old) {
-			p.byLine[n.Line] = path
+		// A collection that starts on the line of its first entry ("- name: a", "[d]") is
+		// named by its entries.
+		if len(n.Content) == 0 || n.Content[0].Line != n.Line {
+			p.mark(n.Line, path)
 		}
 	}
 	switch n.Kind {
@@ -234,9 +242,7 @@ func (p *parser) index(n *yaml.Node, path string) {
 				sub = path + "." + k.Value
 			}
 			p.lines[sub] = k.Line
-			if old, ok := p.byLine[k.Line]; !ok || len(sub) > len(old) {
-				p.byLine[k.Line] = sub
-			}
+			p.mark(k.Line, sub)
 			p.index(v, sub)
 		}
 	case yaml.SequenceNode:
@@ -244,6 +250,83 @@ func (p *parser) index(n *yaml.Node, path string) {
 			p.index(c, path+"["+strconv.Itoa(i)+"]")
 		}
 	}
+}
+
+// mark notes that path starts on line. A line with several fields ({bus: 1, address: 0x76})
+// is named by their common parent: the YAML decoder gives only the line of a problem, and naming
+// one of the fields could name the wrong one.
+func (p *parser) mark(line int, path string) {
+	if old, ok := p.byLine[line]; ok {
+		for path != "" && old != path && !strings.HasPrefix(old, path+".") && !strings.HasPrefix(old, path+"[") {
+			path = parent(path)
+		}
+	}
+	p.byLine[line] = path
+}
+
+var textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+// textErr finds where a decoding error that is not a yaml.TypeError came from. The YAML decoder
+// stops at the first value that an encoding.TextUnmarshaler refuses (such as a signal's period
+// "6x") and does not say where it is; textErr walks the document along the Go type t (that of the
+// value decoded) and reports each scalar that the TextUnmarshaler of its field refuses, with its
+// line and field. It returns nil if it finds none.
+func (p *parser) textErr(root *yaml.Node, t reflect.Type, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return nil
+	}
+	var walk func(n *yaml.Node, t reflect.Type, path string)
+	walk = func(n *yaml.Node, t reflect.Type, path string) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, t, path)
+			}
+		case yaml.ScalarNode:
+			if reflect.PointerTo(t).Implements(textUnmarshalerType) && n.ShortTag() != "!!null" {
+				u := reflect.New(t).Interface().(encoding.TextUnmarshaler)
+				if err := u.UnmarshalText([]byte(n.Value)); err != nil {
+					p.errf(path, "%v", err)
+				}
+			}
+		case yaml.SequenceNode:
+			if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+				for i, c := range n.Content {
+					walk(c, t.Elem(), path+"["+strconv.Itoa(i)+"]")
+				}
+			}
+		case yaml.MappingNode:
+			if t.Kind() != reflect.Struct || t == reflect.TypeFor[yaml.Node]() {
+				return
+			}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				key := n.Content[i].Value
+				for j := 0; j < t.NumField(); j++ {
+					f := t.Field(j)
+					name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+					if name == "" {
+						name = strings.ToLower(f.Name)
+					}
+					if f.IsExported() && name == key {
+						sub := key
+						if path != "" {
+							sub = path + "." + key
+						}
+						walk(n.Content[i+1], f.Type, sub)
+					}
+				}
+			}
+		}
+	}
+	walk(root, t, "")
+	if len(p.errs) == 0 {
+		return nil
+	}
+	return errors.Join(p.errs...)
 }
 
 var lineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
@@ -353,9 +436,14 @@ func (p *parser) validate(c *Config) {
 		if d.Address < 0x03 || d.Address > 0x77 {
 			p.errf(at+".address", "7-bit I2C address out of range: %#x", d.Address)
 		}
-		if err := d.Signals.Validate(); err != nil {
-			p.errf(at+".signals", "%v", err)
-		}
+		each(d.Signals.Validate(), func(err error) {
+			var fe *sim.FieldError
+			if errors.As(err, &fe) {
+				p.errf(at+"."+fe.Field, "%s", fe.Msg)
+			} else {
+				p.errf(at+".signals", "%v", err)
+			}
+		})
 	}
 
 	mods := map[string]int{}
@@ -422,7 +510,7 @@ func (p *parser) module(at string, m *Module) {
 	m.Wasm = p.abs(m.Wasm)
 	mf, err := LoadManifest(ManifestPath(m.Wasm))
 	if err != nil {
-		p.errf(at+".wasm", "%v", err)
+		each(err, func(err error) { p.errf(at+".wasm", "%v", err) })
 		return
 	}
 	m.Manifest = *mf
@@ -444,6 +532,18 @@ func (p *parser) module(at string, m *Module) {
 	}
 	for _, e := range CheckGrants(&m.Grants, &mf.Needs) {
 		p.errf(at+".grants"+e.Field, "%s (manifest %s)", e.Msg, ManifestPath(m.Wasm))
+	}
+}
+
+// each calls fn for each of the errors joined in err (by errors.Join), or for err alone; it does
+// nothing for nil.
+func each(err error, fn func(error)) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			each(e, fn)
+		}
+	} else if err != nil {
+		fn(err)
 	}
 }
 

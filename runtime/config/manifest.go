@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,7 +89,7 @@ func ParseManifest(file string, data []byte) (*Manifest, error) {
 	var m Manifest
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&m); err != nil {
+	if err := dec.Decode(&m); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty document
 		return nil, p.yamlErr(err)
 	}
 	if !nameRE.MatchString(m.Name) {

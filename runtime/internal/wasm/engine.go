@@ -93,13 +93,14 @@ func (e *Engine) Close(ctx context.Context) error {
 // Compile compiles bin (from the on-disk cache when it is there) and keeps it for
 // [Engine.Instantiate], so that a start does not compile twice. It also checks that the module
 // has the exports of its kind ("driver" needs perch_poll; "filter" and "rule" need
-// perch_process). It is safe to call again with the same binary.
-func (e *Engine) Compile(ctx context.Context, bin []byte, kind string) error {
-	_, err := e.compile(ctx, bin, kind)
+// perch_process) and that it can start within memoryPages (64 KiB pages). It is safe to call
+// again with the same binary.
+func (e *Engine) Compile(ctx context.Context, bin []byte, kind string, memoryPages uint32) error {
+	_, err := e.compile(ctx, bin, kind, memoryPages)
 	return err
 }
 
-func (e *Engine) compile(ctx context.Context, bin []byte, kind string) (wazero.CompiledModule, error) {
+func (e *Engine) compile(ctx context.Context, bin []byte, kind string, memoryPages uint32) (wazero.CompiledModule, error) {
 	sum := sha256.Sum256(bin)
 	e.mu.Lock()
 	cm, ok := e.compiled[sum]
@@ -118,7 +119,13 @@ func (e *Engine) compile(ctx context.Context, bin []byte, kind string) (wazero.C
 		}
 		e.mu.Unlock()
 	}
-	return cm, checkExports(cm, kind)
+	if err := checkExports(cm, kind); err != nil {
+		return nil, err
+	}
+	if m, ok := cm.ExportedMemories()[abi.ExportMemory]; ok && m.Min() > memoryPages {
+		return nil, fmt.Errorf("wasm: the module needs %d pages of memory to start, more than its limit of %d (memory_pages)", m.Min(), memoryPages)
+	}
+	return cm, nil
 }
 
 func checkExports(cm wazero.CompiledModule, kind string) error {
@@ -217,7 +224,7 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 			i.mod.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	cm, err := e.compile(ctx, spec.Binary, spec.Kind)
+	cm, err := e.compile(ctx, spec.Binary, spec.Kind, spec.MemoryPages)
 	if err != nil {
 		return nil, fmt.Errorf("wasm: %s: %w", spec.Name, err)
 	}

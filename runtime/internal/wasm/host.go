@@ -108,11 +108,11 @@ func bind(method func(*Instance, context.Context, api.Module, []uint64)) api.GoM
 	}
 }
 
-// instantiateHost instantiates the perch:*/v1 host modules in the engine's runtime. Each host
-// function finds the calling [Instance] in the call's context (see Instance.callContext).
-func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
+// hostFuncs returns the perch:*/v1 host functions the engine serves, in the order they are
+// instantiated. sdk/ABI.md documents each one (abidoc_test.go checks it).
+func hostFuncs() []hostFunc {
 	errno := []api.ValueType{i32}
-	fns := []hostFunc{
+	return []hostFunc{
 		{abi.ModuleLog, abi.FuncLogWrite, (*Instance).logWrite, []api.ValueType{i32, i32, i32}, errno},
 		{abi.ModuleIO, abi.FuncEmit, (*Instance).emit, []api.ValueType{i32, i32}, errno},
 		{abi.ModuleClock, abi.FuncNow, (*Instance).nowNS, nil, []api.ValueType{i64}},
@@ -128,9 +128,14 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 		{abi.ModuleHAL, abi.FuncUARTRead, (*Instance).uartRead, []api.ValueType{i32, i32, i32, i32, i32}, errno},
 		{abi.ModuleHAL, abi.FuncUARTWrite, (*Instance).uartWrite, []api.ValueType{i32, i32, i32, i32}, errno},
 	}
+}
+
+// instantiateHost instantiates the perch:*/v1 host modules in the engine's runtime. Each host
+// function finds the calling [Instance] in the call's context (see Instance.callContext).
+func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 	builders := map[string]wazero.HostModuleBuilder{}
 	var order []string
-	for _, f := range fns {
+	for _, f := range hostFuncs() {
 		b, ok := builders[f.module]
 		if !ok {
 			b = rt.NewHostModuleBuilder(f.module)
