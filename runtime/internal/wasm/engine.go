@@ -20,6 +20,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,8 +61,8 @@ func NewEngine(cacheDir string, interpreter bool) (*Engine, error) {
 	if cacheDir == "" {
 		cache = wazero.NewCompilationCache()
 	} else {
-		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
-			return nil, fmt.Errorf("wasm: compilation cache: %w", err)
+		if err := prepareCacheDir(cacheDir); err != nil {
+			return nil, err
 		}
 		c, err := wazero.NewCompilationCacheWithDir(cacheDir)
 		if err != nil {
@@ -82,6 +86,48 @@ func NewEngine(cacheDir string, interpreter bool) (*Engine, error) {
 		return nil, fmt.Errorf("wasm: host modules: %w", err)
 	}
 	return e, nil
+}
+
+// prepareCacheDir creates the compilation cache folder, refuses one that others could write to
+// (it holds native code that runs unchecked), and removes the subfolders that older wazero
+// versions left (each version writes its own, named wazero-<version>-<arch>-<os>).
+func prepareCacheDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("wasm: compilation cache: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("wasm: compilation cache: %w", err)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("wasm: compilation cache %s is writable by others (mode %v): it holds native code; chmod go-w it", dir, st.Mode().Perm())
+	}
+	current := "wazero-" + wazeroVersion() + "-" + goruntime.GOARCH + "-" + goruntime.GOOS
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("wasm: compilation cache: %w", err)
+	}
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "wazero-") && e.Name() != current {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	return nil
+}
+
+// wazeroVersion returns the version of wazero linked into this binary.
+func wazeroVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/tetratelabs/wazero" {
+				if d.Replace != nil {
+					return d.Replace.Version
+				}
+				return d.Version
+			}
+		}
+	}
+	return "dev"
 }
 
 // Close closes the runtime, every instance still open, and the compilation cache's in-memory
