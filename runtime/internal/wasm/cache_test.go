@@ -3,6 +3,7 @@ package wasm
 import (
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
 )
@@ -25,8 +26,9 @@ func TestCacheDir(t *testing.T) {
 	}
 	e.Close(t.Context())
 	cur, _ := filepath.Glob(filepath.Join(dir, "wazero-*"))
-	if len(cur) != 1 || cur[0] == old {
-		t.Errorf("cache folders: %v, want the current version's only", cur)
+	want := filepath.Join(dir, "wazero-"+wazeroVersion()+"-"+goruntime.GOARCH+"-"+goruntime.GOOS)
+	if len(cur) != 1 || cur[0] != want || !strings.HasPrefix(wazeroVersion(), "v1.") {
+		t.Errorf("cache folders: %v, want only %s", cur, want)
 	}
 	if _, err := os.Stat(old); !os.IsNotExist(err) {
 		t.Errorf("an old wazero version's cache folder survived: %v", err)
