@@ -115,14 +115,12 @@ func prepareCacheDir(dir string) error {
 	return nil
 }
 
-// wazeroVersion returns the version of wazero linked into this binary.
+// wazeroVersion returns the version of wazero linked into this binary, worked out the way
+// wazero names its cache folder ("dev" where the build records no version, as in tests).
 func wazeroVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
-			if d.Path == "github.com/tetratelabs/wazero" {
-				if d.Replace != nil {
-					return d.Replace.Version
-				}
+			if strings.Contains(d.Path, "github.com/tetratelabs/wazero") && d.Version != "" && d.Version != "(devel)" {
 				return d.Version
 			}
 		}
