@@ -42,9 +42,10 @@ const (
 
 // Errors returned by [Iter] for a batch that does not decode.
 var (
-	ErrShort   = errors.New("abi: record truncated")
-	ErrBadSize = errors.New("abi: record size does not match its contents")
-	ErrBadKind = errors.New("abi: unknown record kind")
+	ErrShort    = errors.New("abi: record truncated")
+	ErrBadSize  = errors.New("abi: record size does not match its contents")
+	ErrBadKind  = errors.New("abi: unknown record kind")
+	ErrReserved = errors.New("abi: reserved header byte is not zero")
 )
 
 // Field is a numeric field given to [Append].
@@ -188,8 +189,11 @@ func (r *Record) Field(name string) (float64, bool) {
 	return 0, false
 }
 
-// FieldAt returns the i-th field (0-based); it is O(i).
+// FieldAt returns the i-th field (0-based); it is O(i). Out of range, it returns nil and 0.
 func (r *Record) FieldAt(i int) (name []byte, v float64) {
+	if i < 0 || i >= r.nfields {
+		return nil, 0
+	}
 	b := r.body
 	for j := 0; ; j++ {
 		n := int(b[0])
@@ -262,6 +266,10 @@ func (it *Iter) Next() bool {
 	kind := Kind(rec[4])
 	if !kind.Valid() {
 		it.err = ErrBadKind
+		return false
+	}
+	if rec[7] != 0 {
+		it.err = ErrReserved
 		return false
 	}
 	nf, nt := int(rec[5]), int(rec[6])

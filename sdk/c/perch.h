@@ -255,13 +255,29 @@ typedef struct {
 } perch_record;
 
 /* perch_iter walks a batch. err is nonzero after perch_next stopped at a record that does not
- * decode; off is then that record's offset in the batch. */
+ * decode: one of the PERCH_DECODE_* codes below; off is then that record's offset in the batch. */
 typedef struct {
     const uint8_t *p;
     uint32_t left;
     uint32_t off;
     int err;
 } perch_iter;
+
+/* Why a record does not decode: the errors of the Go SDK's abi.Iter (see perch_decode_error). */
+#define PERCH_DECODE_SHORT 1 /* "abi: record truncated" */
+#define PERCH_DECODE_KIND  2 /* "abi: unknown record kind" */
+#define PERCH_DECODE_SIZE  3 /* "abi: record size does not match its contents" */
+
+/* perch_decode_error returns the message of a PERCH_DECODE_* code, worded as Go's abi package
+ * words it (Go adds " at byte <off>"). */
+static inline const char *perch_decode_error(int err) {
+    switch (err) {
+    case PERCH_DECODE_SHORT: return "abi: record truncated";
+    case PERCH_DECODE_KIND: return "abi: unknown record kind";
+    case PERCH_DECODE_SIZE: return "abi: record size does not match its contents";
+    }
+    return "abi: no error";
+}
 
 static inline perch_iter perch_iter_init(const void *batch, uint32_t len) {
     return (perch_iter){(const uint8_t *)batch, len, 0, 0};
@@ -277,27 +293,71 @@ static inline int perch__str(const uint8_t *rec, uint32_t size, uint32_t *p, per
     return 1;
 }
 
+/* PERCH_UNROLLED: the loop after it is unrolled completely (clang). Under the Perch runtime
+ * every loop a guest enters costs a trip to the host (see "Loop-free helpers" below), so the
+ * decoding helpers handle the first few fields and tags with unrolled code. */
+#define PERCH_UNROLLED _Pragma("clang loop unroll(full)")
+
+/* perch__skip_fields advances *p over nf fields (str name, f64 value) within size, and returns
+ * 0 if they do not fit. The first four cost no loop. */
+static inline int perch__skip_fields(const uint8_t *rec, uint32_t size, uint32_t *p, uint32_t nf) {
+    uint32_t q = *p;
+    PERCH_UNROLLED
+    for (uint32_t i = 0; i < 4; i++) {
+        if (i == nf) goto done;
+        if (q >= size || (uint32_t)rec[q] + 8 > size - q - 1) return 0;
+        q += 9u + rec[q];
+    }
+    for (uint32_t i = 4; i < nf; i++) {
+        if (q >= size || (uint32_t)rec[q] + 8 > size - q - 1) return 0;
+        q += 9u + rec[q];
+    }
+done:
+    *p = q;
+    return 1;
+}
+
+/* perch__skip_strs advances *p over n strs within size, and returns 0 if they do not fit. The
+ * first four (two tags) cost no loop. */
+static inline int perch__skip_strs(const uint8_t *rec, uint32_t size, uint32_t *p, uint32_t n) {
+    uint32_t q = *p;
+    PERCH_UNROLLED
+    for (uint32_t i = 0; i < 4; i++) {
+        if (i == n) goto done;
+        if (q >= size || rec[q] > size - q - 1) return 0;
+        q += 1u + rec[q];
+    }
+    for (uint32_t i = 4; i < n; i++) {
+        if (q >= size || rec[q] > size - q - 1) return 0;
+        q += 1u + rec[q];
+    }
+done:
+    *p = q;
+    return 1;
+}
+
 /* perch_next decodes the next record into *r and returns 1, or returns 0 at the end of the batch
  * or at a record that does not decode (then it->err is set). It checks every length, so a
- * record it returns can be read with the functions below without further checks. */
+ * record it returns can be read with the functions below without further checks. It checks
+ * exactly what Go's abi.Iter checks, in the same order, and runs no loop for a record with at
+ * most four fields and two tags. */
 static inline int perch_next(perch_iter *it, perch_record *r) {
     if (it->err || it->left == 0) return 0;
     const uint8_t *rec = it->p;
     uint32_t size;
+    int err = PERCH_DECODE_SHORT;
     if (it->left < PERCH_HEADER_SIZE + 2) goto bad;
     memcpy(&size, rec, 4);
     if (size < PERCH_HEADER_SIZE + 2 || size > it->left) goto bad;
+    err = PERCH_DECODE_KIND;
     if (rec[4] < PERCH_KIND_READING || rec[4] > PERCH_KIND_EVENT) goto bad;
+    err = PERCH_DECODE_SIZE;
     uint32_t p = PERCH_HEADER_SIZE;
     perch_str source, series;
     if (!perch__str(rec, size, &p, &source) || !perch__str(rec, size, &p, &series)) goto bad;
     uint32_t body = p;
-    for (uint32_t i = 0; i < rec[5]; i++) {
-        if (!perch__str(rec, size, &p, NULL) || size - p < 8) goto bad;
-        p += 8;
-    }
-    for (uint32_t i = 0; i < 2u * rec[6]; i++)
-        if (!perch__str(rec, size, &p, NULL)) goto bad;
+    if (!perch__skip_fields(rec, size, &p, rec[5]) || !perch__skip_strs(rec, size, &p, 2u * rec[6]))
+        goto bad;
     if (p != size) goto bad;
     r->kind = rec[4];
     r->nfields = rec[5];
@@ -312,7 +372,7 @@ static inline int perch_next(perch_iter *it, perch_record *r) {
     it->off += size;
     return 1;
 bad:
-    it->err = 1;
+    it->err = err;
     return 0;
 }
 
@@ -467,6 +527,246 @@ static inline void perch_end(perch_builder *b) {
     }
     uint32_t size = b->len - b->start;
     memcpy(b->buf + b->start, &size, 4);
+}
+
+/* ---- Loop-free helpers ----------------------------------------------------------------------- */
+/* The Perch runtime runs wazero with close-on-context-done on (it is what lets a deadline stop a
+ * spinning guest). In wazero v1.12 that makes the compiled code call out to the host at every
+ * loop header it executes: each iteration of each loop costs 25-30 ns, an order of magnitude
+ * more than its body usually does. Straight-line code and function calls cost nothing extra.
+ * So hot paths should run as few loop iterations per record as possible:
+ *
+ *   - compare and hash strings 8 bytes at a time (perch_mem_eq, perch_hash): a memcpy of a
+ *     constant size compiles to a load, not a loop; up to 32 bytes they run no loop at all;
+ *   - never call memcmp or strlen on the hot path (wasi-libc's are byte loops);
+ *   - build with -mbulk-memory, so that a memcpy of a variable size is one memory.copy
+ *     instruction (wazero runs it as a call to Go's memmove, no exit) instead of libc's loops;
+ *   - unroll small loops of known bound (PERCH_UNROLLED), as perch_next does. */
+
+/* perch_load64 returns the 8 bytes at p (any alignment) as a little-endian integer. */
+static inline uint64_t perch_load64(const void *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* perch_load_upto8 returns the n <= 8 bytes at p as a little-endian integer, zero above them.
+ * It reads only [p, p+n), with at most three loads and no loop. */
+static inline uint64_t perch_load_upto8(const void *p, uint32_t n) {
+    const uint8_t *b = (const uint8_t *)p;
+    if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, b, 4);
+        memcpy(&hi, b + n - 4, 4);
+        return (uint64_t)lo | (uint64_t)hi << (8 * (n - 4)); /* the overlap holds the same bytes */
+    }
+    if (n == 0) return 0;
+    return (uint64_t)b[0] | (uint64_t)b[n >> 1] << (8 * (n >> 1)) | (uint64_t)b[n - 1] << (8 * (n - 1));
+}
+
+/* perch__mem_eq_long is perch_mem_eq for n > 32: a loop over 8-byte words. */
+__attribute__((noinline)) static int perch__mem_eq_long(const uint8_t *a, const uint8_t *b, uint32_t n) {
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        if (perch_load64(a + i) != perch_load64(b + i)) return 0;
+    return perch_load64(a + n - 8) == perch_load64(b + n - 8);
+}
+
+/* perch_mem_eq reports whether the n bytes at a and at b are equal. It reads only those bytes,
+ * 8 at a time, and runs no loop for n <= 32. */
+static inline int perch_mem_eq(const void *a, const void *b, uint32_t n) {
+    const uint8_t *x = (const uint8_t *)a, *y = (const uint8_t *)b;
+    if (n <= 8) return perch_load_upto8(x, n) == perch_load_upto8(y, n);
+    uint64_t d = (perch_load64(x) ^ perch_load64(y)) | (perch_load64(x + n - 8) ^ perch_load64(y + n - 8));
+    if (n <= 16) return d == 0;
+    if (n <= 32)
+        return (d | (perch_load64(x + 8) ^ perch_load64(y + 8)) |
+                (perch_load64(x + n - 16) ^ perch_load64(y + n - 16))) == 0;
+    return d == 0 && perch__mem_eq_long(x, y, n);
+}
+
+/* perch_str_equal reports whether two perch_strs are equal (perch_mem_eq: no loop up to 32 bytes). */
+static inline int perch_str_equal(perch_str a, perch_str b) {
+    return a.len == b.len && perch_mem_eq(a.ptr, b.ptr, a.len);
+}
+
+static inline uint64_t perch__mix(uint64_t h, uint64_t v) {
+    h = (h ^ v) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+__attribute__((noinline)) static uint64_t perch__hash_long(const uint8_t *p, uint32_t n, uint64_t h) {
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) h = perch__mix(h, perch_load64(p + i));
+    return perch__mix(h, perch_load64(p + n - 8));
+}
+
+/* perch_hash returns a 64-bit hash of the n bytes at p (not a cryptographic one: for hash
+ * tables). It reads only those bytes and runs no loop for n <= 32. */
+static inline uint64_t perch_hash(const void *p, uint32_t n) {
+    const uint8_t *b = (const uint8_t *)p;
+    uint64_t h = perch__mix(0x243F6A8885A308D3ull, n);
+    if (n <= 8) return perch__mix(h, perch_load_upto8(b, n));
+    h = perch__mix(perch__mix(h, perch_load64(b)), perch_load64(b + n - 8));
+    if (n <= 16) return h;
+    if (n <= 32) return perch__mix(perch__mix(h, perch_load64(b + 8)), perch_load64(b + n - 16));
+    return perch__hash_long(b + 8, n - 16, h);
+}
+
+#ifndef PERCH_NO_MALLOC
+/* ---- Growing output -------------------------------------------------------------------------- */
+
+/* perch_buf_grow makes b hold at least size bytes like perch_buf_reserve, but keeps its first
+ * keep bytes (keep <= b->cap) when it grows. It returns b->ptr, or NULL (b unchanged). */
+static inline uint8_t *perch_buf_grow(perch_buf *b, uint32_t size, uint32_t keep) {
+    if (b->ptr != NULL && size <= b->cap) return b->ptr;
+    uint64_t n = b->cap ? 2 * (uint64_t)b->cap : 4096;
+    while (n < size) n *= 2;
+    if (n > UINT32_MAX / 2) return NULL;
+    uint8_t *p = (uint8_t *)malloc((size_t)n);
+    if (p == NULL) return NULL;
+    if (keep && b->ptr) memcpy(p, b->ptr, keep < b->cap ? keep : b->cap);
+    free(b->ptr);
+    b->ptr = p;
+    b->cap = (uint32_t)n;
+    return p;
+}
+
+/* perch_builder_room makes room for n more bytes in b, a builder over the growable buffer buf
+ * (perch_builder_init(b, buf->ptr, buf->cap)), growing buf and keeping what b holds. Call it
+ * before perch_begin with the size of the record to come, so that no record is dropped. It
+ * returns 0 when memory is exhausted; the record is then dropped whole by perch_end, as usual. */
+static inline int perch_builder_room(perch_builder *b, perch_buf *buf, uint32_t n) {
+    if (n <= b->cap - b->len) return 1;
+    if (n > UINT32_MAX / 4 - b->len || perch_buf_grow(buf, b->len + n, b->len) == NULL) return 0;
+    b->buf = buf->ptr;
+    b->cap = buf->cap;
+    return 1;
+}
+#endif
+
+/* ---- Text: messages worded as Go would word them --------------------------------------------- */
+/* perch_text appends to a fixed char buffer and silently cuts what does not fit; it is for log
+ * and error messages (not the hot path). Its functions format as Go's fmt does, so that a C
+ * module can log the same messages as a Go one. */
+typedef struct {
+    char *p;
+    uint32_t len, cap;
+} perch_text;
+
+static inline perch_text perch_text_init(char *buf, uint32_t cap) {
+    return (perch_text){buf, 0, cap};
+}
+
+/* perch_text_put appends n bytes. */
+static inline void perch_text_put(perch_text *t, const char *s, uint32_t n) {
+    if (n > t->cap - t->len) n = t->cap - t->len;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+}
+
+/* perch_text_cstr appends a NUL-terminated string. */
+static inline void perch_text_cstr(perch_text *t, const char *s) {
+    perch_text_put(t, s, (uint32_t)strlen(s));
+}
+
+static inline void perch_text_str(perch_text *t, perch_str s) { perch_text_put(t, s.ptr, s.len); }
+
+static inline void perch_text_byte(perch_text *t, char c) { perch_text_put(t, &c, 1); }
+
+/* perch_text_u64 appends v in decimal. */
+static inline void perch_text_u64(perch_text *t, uint64_t v) {
+    char d[20];
+    int i = 20;
+    do d[--i] = (char)('0' + v % 10); while ((v /= 10) != 0);
+    perch_text_put(t, d + i, (uint32_t)(20 - i));
+}
+
+/* perch_text_i64 appends v in decimal (Go: %d). */
+static inline void perch_text_i64(perch_text *t, int64_t v) {
+    if (v < 0) perch_text_byte(t, '-');
+    perch_text_u64(t, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+}
+
+/* perch_text_hex appends v as Go's %#x does: 0x2a, -0x2a. */
+static inline void perch_text_hex(perch_text *t, int64_t v) {
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    char d[16];
+    int i = 16;
+    do d[--i] = "0123456789abcdef"[u & 15]; while ((u >>= 4) != 0);
+    perch_text_put(t, v < 0 ? "-0x" : "0x", v < 0 ? 3 : 2);
+    perch_text_put(t, d + i, (uint32_t)(16 - i));
+}
+
+/* perch_utf8 decodes the UTF-8 sequence at s (n > 0 bytes) as Go's utf8.DecodeRune does: it
+ * returns the rune and stores its length in *size, or returns -1 with *size 1 for an invalid
+ * byte (a bad, overlong or surrogate sequence, or one past U+10FFFF). */
+static inline int32_t perch_utf8(const uint8_t *s, uint32_t n, uint32_t *size) {
+    *size = 1;
+    uint8_t c = s[0];
+    if (c < 0x80) return c;
+    uint32_t need;
+    int32_t r, min;
+    if (c >= 0xC2 && c <= 0xDF) need = 1, r = c & 0x1F, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF) need = 2, r = c & 0x0F, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) need = 3, r = c & 0x07, min = 0x10000;
+    else return -1;
+    if (n <= need) return -1;
+    for (uint32_t i = 1; i <= need; i++) {
+        if ((s[i] & 0xC0) != 0x80) return -1;
+        r = r << 6 | (s[i] & 0x3F);
+    }
+    if (r < min || r > 0x10FFFF || (r >= 0xD800 && r <= 0xDFFF)) return -1;
+    *size = need + 1;
+    return r;
+}
+
+/* perch_text_quote appends s quoted as Go's strconv.Quote (and %q) does: ASCII controls, the
+ * quote and the backslash escaped, invalid UTF-8 bytes as \xNN. Approximation: other valid
+ * runes are kept as they are except U+0080..U+009F, U+00AD, U+2028, U+2029 and U+FEFF, which
+ * are written \uNNNN; Go escapes a few more non-printable runes. */
+static inline void perch_text_quote(perch_text *t, const char *s, uint32_t n) {
+    static const char hex[] = "0123456789abcdef";
+    perch_text_byte(t, '"');
+    for (uint32_t i = 0; i < n;) {
+        uint32_t size;
+        int32_t r = perch_utf8((const uint8_t *)s + i, n - i, &size);
+        char e[10];
+        uint32_t en = 0;
+        if (r < 0) {
+            uint8_t b = (uint8_t)s[i];
+            e[0] = '\\', e[1] = 'x', e[2] = hex[b >> 4], e[3] = hex[b & 15], en = 4;
+        } else if (r == '"' || r == '\\') {
+            e[0] = '\\', e[1] = (char)r, en = 2;
+        } else if (r >= 0x20 && r < 0x7F) {
+            e[0] = (char)r, en = 1;
+        } else if (r < 0x80 || (r >= 0x80 && r <= 0x9F) || r == 0xAD || r == 0x2028 || r == 0x2029 ||
+                   r == 0xFEFF) {
+            const char *esc = NULL;
+            switch (r) {
+            case '\a': esc = "\\a"; break;
+            case '\b': esc = "\\b"; break;
+            case '\f': esc = "\\f"; break;
+            case '\n': esc = "\\n"; break;
+            case '\r': esc = "\\r"; break;
+            case '\t': esc = "\\t"; break;
+            case '\v': esc = "\\v"; break;
+            }
+            if (esc) {
+                e[0] = esc[0], e[1] = esc[1], en = 2;
+            } else if (r < 0x20 || r == 0x7F) {
+                e[0] = '\\', e[1] = 'x', e[2] = hex[r >> 4], e[3] = hex[r & 15], en = 4;
+            } else {
+                e[0] = '\\', e[1] = 'u', e[2] = hex[(r >> 12) & 15], e[3] = hex[(r >> 8) & 15];
+                e[4] = hex[(r >> 4) & 15], e[5] = hex[r & 15], en = 6;
+            }
+        } else {
+            perch_text_put(t, s + i, size); /* a printable rune: as it is */
+        }
+        perch_text_put(t, e, en);
+        i += size;
+    }
+    perch_text_byte(t, '"');
 }
 
 #endif /* PERCH_H */
