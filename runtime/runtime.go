@@ -211,7 +211,8 @@ func (r *Runtime) Store() *store.Store { return r.store }
 // Run runs the pipeline until ctx is canceled. Then it stops polling drivers, lets every queued
 // batch drain through the pipeline, flushes the recorder and returns nil. It may be called once.
 func (r *Runtime) Run(ctx context.Context) error {
-	r.event(ctx, "runtime.started", "", fmt.Sprintf("site %s device %s, %d modules", r.cfg.Site, r.cfg.Device, len(r.nodes)), nil)
+	// Lifecycle events are recorded even when ctx is already canceled.
+	r.event(context.WithoutCancel(ctx), "runtime.started", "", fmt.Sprintf("site %s device %s, %d modules", r.cfg.Site, r.cfg.Device, len(r.nodes)), nil)
 	now := time.Now()
 	for _, d := range r.sims {
 		d.SetStart(now)

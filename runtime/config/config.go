@@ -196,7 +196,13 @@ func Parse(file string, data []byte) (*Config, error) {
 		if err := p.textErr(&root, reflect.TypeFor[Config](), err); err != nil {
 			return nil, err
 		}
-		return nil, p.yamlErr(err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, p.yamlErr(err)
+		}
+		// Type errors leave the rest of the document decoded: validate it too, so that every
+		// problem is reported at once.
+		p.errs = append(p.errs, p.yamlErr(err))
 	}
 	cfg.File = file
 	p.validate(&cfg)
@@ -212,6 +218,7 @@ type parser struct {
 	lines  map[string]int // field path -> line
 	byLine map[int]string // line -> deepest field path that contains every field starting on it
 	errs   []error
+	bad    []string // field paths with a decoding error: later checks do not report them again
 }
 
 // index records the line of every field path under n.
@@ -348,6 +355,9 @@ func (p *parser) yamlErr(err error) error {
 			line, _ := strconv.Atoi(sm[1])
 			msg := strings.ReplaceAll(sm[2], "config.", "")
 			field := p.byLine[line]
+			if field != "" {
+				p.bad = append(p.bad, field)
+			}
 			if field == "" {
 				out = append(out, fmt.Errorf("%s:%d: %s", p.file, line, msg))
 			} else {
@@ -362,6 +372,11 @@ func (p *parser) yamlErr(err error) error {
 
 // errf records a problem at a field path; the line is the field's, or its nearest parent's.
 func (p *parser) errf(path, format string, args ...any) {
+	for _, b := range p.bad {
+		if related(b, path) {
+			return // already reported as a decoding error
+		}
+	}
 	line, at := 0, path
 	for at != "" {
 		if l, ok := p.lines[at]; ok {
@@ -376,6 +391,14 @@ func (p *parser) errf(path, format string, args ...any) {
 	} else {
 		p.errs = append(p.errs, fmt.Errorf("%s: %s: %s", p.file, path, msg))
 	}
+}
+
+// related reports whether one field path is the other or inside it.
+func related(a, b string) bool {
+	inside := func(x, y string) bool {
+		return x == y || strings.HasPrefix(x, y+".") || strings.HasPrefix(x, y+"[")
+	}
+	return inside(a, b) || inside(b, a)
 }
 
 func parent(path string) string {

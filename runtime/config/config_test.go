@@ -729,7 +729,7 @@ func TestParseErrorsJoined(t *testing.T) {
 		name string
 		n    int
 	}{
-		{"wrong types", 5},
+		{"wrong types", 7}, // five decoding errors, then what validation finds in the rest
 		{"missing site and device", 2},
 		{"empty document", 2},
 		{"bad devices", 6},

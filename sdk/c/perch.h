@@ -38,6 +38,7 @@
 #include <stdint.h>
 #include <string.h>
 #ifndef PERCH_NO_MALLOC
+#include <stdio.h>
 #include <stdlib.h>
 #endif
 
@@ -67,6 +68,14 @@ typedef uint32_t perch_errno;
 #define PERCH_ENOENT    9u  /* no such state key */
 #define PERCH_ENOSYS    10u /* the host does not implement this function */
 #define PERCH_ENACK     11u /* an I2C device did not acknowledge */
+
+/* perch_errno_name returns the errno's symbolic name, such as "EPERM" (Go: abi.Errno.String).
+ * Go's abi.Errno.Error() is "perch: " followed by it. */
+static inline const char *perch_errno_name(perch_errno e) {
+    static const char *const names[] = {"OK",        "EPERM",  "EINVAL", "EFAULT", "ENOSPC", "EIO",
+                                        "ETIMEDOUT", "ENODEV", "EQUOTA", "ENOENT", "ENOSYS", "ENACK"};
+    return e < sizeof names / sizeof names[0] ? names[e] : "errno(?)";
+}
 
 /* Record kinds. */
 #define PERCH_KIND_READING 1
@@ -565,7 +574,7 @@ static inline uint64_t perch_load_upto8(const void *p, uint32_t n) {
 }
 
 /* perch__mem_eq_long is perch_mem_eq for n > 32: a loop over 8-byte words. */
-__attribute__((noinline)) static int perch__mem_eq_long(const uint8_t *a, const uint8_t *b, uint32_t n) {
+static inline __attribute__((noinline)) int perch__mem_eq_long(const uint8_t *a, const uint8_t *b, uint32_t n) {
     uint32_t i = 0;
     for (; i + 8 <= n; i += 8)
         if (perch_load64(a + i) != perch_load64(b + i)) return 0;
@@ -595,7 +604,7 @@ static inline uint64_t perch__mix(uint64_t h, uint64_t v) {
     return h ^ (h >> 29);
 }
 
-__attribute__((noinline)) static uint64_t perch__hash_long(const uint8_t *p, uint32_t n, uint64_t h) {
+static inline __attribute__((noinline)) uint64_t perch__hash_long(const uint8_t *p, uint32_t n, uint64_t h) {
     uint32_t i = 0;
     for (; i + 8 <= n; i += 8) h = perch__mix(h, perch_load64(p + i));
     return perch__mix(h, perch_load64(p + n - 8));
@@ -768,5 +777,668 @@ static inline void perch_text_quote(perch_text *t, const char *s, uint32_t n) {
     }
     perch_text_byte(t, '"');
 }
+
+
+/* perch_parse_duration parses a duration as Go's time.ParseDuration does: a possibly signed
+ * sequence of decimal numbers with optional fraction and a unit each, such as "300ms", "-1.5h"
+ * or "2h45m" (units ns, us, µs, μs, ms, s, m, h; "0" alone needs none). It stores the duration
+ * in nanoseconds in *d and returns 1, or returns 0 for a string Go refuses (also on overflow). */
+static inline int perch_parse_duration(const char *str, uint32_t n, int64_t *d) {
+    const uint64_t max = 1ull << 63;
+    const char *s = str, *end = str + n;
+    uint64_t total = 0;
+    int neg = 0;
+    if (s < end && (*s == '-' || *s == '+')) neg = *s++ == '-';
+    if (end - s == 1 && *s == '0') {
+        *d = 0;
+        return 1;
+    }
+    if (s == end) return 0;
+    while (s < end) {
+        uint64_t v = 0, f = 0;
+        double scale = 1;
+        if (!(*s == '.' || (*s >= '0' && *s <= '9'))) return 0;
+        const char *q = s;
+        for (; s < end && *s >= '0' && *s <= '9'; s++) {
+            if (v > max / 10) return 0;
+            v = v * 10 + (uint64_t)(*s - '0');
+            if (v > max) return 0;
+        }
+        int pre = s != q, post = 0;
+        if (s < end && *s == '.') {
+            int overflow = 0;
+            for (q = ++s; s < end && *s >= '0' && *s <= '9'; s++) {
+                if (overflow) continue;
+                if (f > (max - 1) / 10) {
+                    overflow = 1;
+                    continue;
+                }
+                uint64_t y = f * 10 + (uint64_t)(*s - '0');
+                if (y > max) {
+                    overflow = 1;
+                    continue;
+                }
+                f = y;
+                scale *= 10;
+            }
+            post = s != q;
+        }
+        if (!pre && !post) return 0;
+        for (q = s; s < end && *s != '.' && !(*s >= '0' && *s <= '9'); s++) {
+        }
+        uint64_t unit = 0;
+        perch_str u = {q, (uint32_t)(s - q)};
+        if (perch_str_eq(u, "ns")) unit = 1;
+        else if (perch_str_eq(u, "us") || perch_str_eq(u, "\xC2\xB5s") || perch_str_eq(u, "\xCE\xBCs")) unit = 1000;
+        else if (perch_str_eq(u, "ms")) unit = 1000000;
+        else if (perch_str_eq(u, "s")) unit = 1000000000ull;
+        else if (perch_str_eq(u, "m")) unit = 60000000000ull;
+        else if (perch_str_eq(u, "h")) unit = 3600000000000ull;
+        else return 0; /* a missing or unknown unit */
+        if (v > max / unit) return 0;
+        v *= unit;
+        if (f > 0) {
+            v += (uint64_t)((double)f * ((double)unit / scale));
+            if (v > max) return 0;
+        }
+        total += v;
+        if (total > max) return 0;
+    }
+    if (neg) {
+        *d = (int64_t)(0 - total); /* -(1<<63) is the smallest duration */
+        return 1;
+    }
+    if (total > max - 1) return 0;
+    *d = (int64_t)total;
+    return 1;
+}
+
+/* perch_log_text logs what t holds at level. */
+static inline void perch_log_text(int32_t level, const perch_text *t) {
+    perch_log_write(level, t->p, t->len);
+}
+
+#ifndef PERCH_NO_MALLOC
+/* perch_text_g appends v as Go's strconv.FormatFloat(v, 'g', -1, 64) and fmt's %g do: the
+ * shortest decimal that reads back as v ("30", "0.1", "1.5e-07", "1e+21", "+Inf", "NaN"). It
+ * uses snprintf and strtod (correctly rounded in wasi-libc), so it is for messages, not for the
+ * hot path. */
+static inline void perch_text_g(perch_text *t, double v) {
+    if (v != v || __builtin_isinf(v)) {
+        perch_text_cstr(t, v != v ? "NaN" : v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
+    int neg = __builtin_signbit(v) != 0;
+    double a = neg ? -v : v;
+    char d[24]; /* the shortest digits, without trailing zeros */
+    int nd = 0, dp = 0;
+    if (a != 0) {
+        char buf[48];
+        for (int prec = 1; prec <= 17 && nd == 0; prec++) {
+            snprintf(buf, sizeof buf, "%.*e", prec - 1, a);
+            /* buf is d[.ddd]e±XX: read the digits as an integer m and the exponent. */
+            uint64_t m = 0;
+            const char *q = buf;
+            for (; *q != 'e'; q++)
+                if (*q != '.') m = m * 10 + (uint64_t)(*q - '0');
+            int e = atoi(q + 1) - (prec - 1); /* a ~ m * 10^e */
+            /* The nearest prec-digit decimal is the best candidate; at the edges of a binade the
+             * rounding interval is lopsided, so a neighbour can read back when it does not. */
+            uint64_t cand[3] = {m, m + 1, m - 1};
+            for (int c = 0; c < 3 && nd == 0; c++) {
+                snprintf(buf, sizeof buf, "%llue%d", (unsigned long long)cand[c], e);
+                if (strtod(buf, NULL) != a) continue;
+                char digits[24];
+                int n = snprintf(digits, sizeof digits, "%llu", (unsigned long long)cand[c]);
+                dp = n + e;
+                while (n > 1 && digits[n - 1] == '0') n--;
+                memcpy(d, digits, (size_t)n);
+                nd = n;
+            }
+        }
+    }
+    if (neg) perch_text_byte(t, '-');
+    int exp = dp - 1;
+    if (nd != 0 && (exp < -4 || exp >= 6)) { /* %e with the shortest digits */
+        perch_text_byte(t, d[0]);
+        if (nd > 1) {
+            perch_text_byte(t, '.');
+            perch_text_put(t, d + 1, (uint32_t)(nd - 1));
+        }
+        perch_text_byte(t, 'e');
+        perch_text_byte(t, exp < 0 ? '-' : '+');
+        if (exp < 0) exp = -exp;
+        if (exp < 10) perch_text_byte(t, '0');
+        perch_text_u64(t, (uint64_t)exp);
+        return;
+    }
+    /* %f with as many decimals as the shortest digits need */
+    if (dp > 0) {
+        for (int i = 0; i < dp; i++) perch_text_byte(t, i < nd ? d[i] : '0');
+    } else {
+        perch_text_byte(t, '0');
+    }
+    if (nd > dp) {
+        perch_text_byte(t, '.');
+        for (int i = dp; i < nd; i++) perch_text_byte(t, i >= 0 ? d[i] : '0');
+    }
+}
+
+/* ---- Config ----------------------------------------------------------------------------------- */
+/* A module's config is a JSON object (perch:config/v1 get). perch_config_decode decodes it into
+ * C variables the way the Go SDK's perch.Config decodes it into a Go struct (encoding/json with
+ * DisallowUnknownFields), with the same errors in the same words, so that a module ported from
+ * Go to C keeps its config and its messages:
+ *
+ *   static perch_str window;           // Go: Window string `json:"window"`
+ *   perch_cfg_field f[] = {{"window", PERCH_CFG_STRING, &window}};
+ *   if (!perch_config_decode(json, len, f, 1, "window.Config", &msg, &arena)) ... log msg
+ *
+ * What it accepts and does, as encoding/json does:
+ *   - an empty config (nothing but white space) or null leaves every variable as it is;
+ *   - member names match a field exactly or else case-insensitively (ASCII, and the two
+ *     non-ASCII runes that fold to ASCII letters, U+017F and U+212A); a later duplicate wins;
+ *   - null leaves a string, int or float64 as it is and unsets an optional float64;
+ *   - a number is exact for float64 (strtod: correctly rounded; one too large for a float64 is
+ *     an error), and must be an integer literal in range for int ("1.0" and "1e3" are errors);
+ *   - strings are unescaped (\uXXXX with surrogate pairs), invalid UTF-8 and lone surrogates
+ *     become U+FFFD;
+ *   - the first error in document order wins ("perch: config field "x": a JSON string cannot be
+ *     a float64", "perch: config: json: unknown field "y""), but a syntax error anywhere wins
+ *     over it; nesting deeper than 10000 is an error; after the object only white space (or,
+ *     as Go's Decoder.More has it, a ']' or '}') may follow.
+ * Syntax errors are worded like Go's ("invalid character 'x' looking for beginning of value",
+ * "unexpected EOF"), not always identically. */
+
+typedef enum {
+    PERCH_CFG_STRING = 1, /* Go string:   dst is a perch_str *, pointing into the arena */
+    PERCH_CFG_INT,        /* Go int:      dst is an int64_t * */
+    PERCH_CFG_FLOAT,      /* Go float64:  dst is a double * */
+    PERCH_CFG_OPT_FLOAT   /* Go *float64: dst is a perch_opt_float * */
+} perch_cfg_kind;
+
+/* perch_opt_float is an optional number: Go's *float64 (set 0 is nil). */
+typedef struct {
+    int set;
+    double v;
+} perch_opt_float;
+
+/* perch_cfg_field is one member of the config object: its JSON name (the Go struct tag's), its
+ * kind and where to store it. */
+typedef struct {
+    const char *name;
+    perch_cfg_kind kind;
+    void *dst;
+} perch_cfg_field;
+
+#define PERCH__JSON_MAX_DEPTH 10000
+
+typedef struct {
+    const char *p, *end;
+    char *arena;
+    uint32_t used, cap;
+    perch_text *err;
+    uint32_t err_start;
+    int failed; /* a decoding error has been written to err */
+    int syntax; /* a syntax error has been written to err: stop */
+} perch__json;
+
+static inline void perch__json_ws(perch__json *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+/* perch__json_syntax writes a syntax error (replacing any decoding error) and returns 0. */
+static inline int perch__json_syntax(perch__json *j, const char *context) {
+    j->err->len = j->err_start;
+    perch_text_cstr(j->err, "perch: config: ");
+    if (j->p >= j->end) {
+        perch_text_cstr(j->err, "unexpected EOF");
+    } else {
+        uint8_t c = (uint8_t)*j->p;
+        perch_text_cstr(j->err, "invalid character ");
+        if (c == '\'') perch_text_cstr(j->err, "'\\''");
+        else if (c == '"') perch_text_cstr(j->err, "'\"'");
+        else {
+            char one = (char)c;
+            uint32_t mark = j->err->len;
+            perch_text_quote(j->err, c < 0x80 ? &one : "\xEF\xBF\xBD", c < 0x80 ? 1 : 3);
+            if (j->err->len - mark >= 2) { /* "x" -> 'x' */
+                j->err->p[mark] = '\'';
+                j->err->p[j->err->len - 1] = '\'';
+            }
+        }
+        perch_text_byte(j->err, ' ');
+        perch_text_cstr(j->err, context);
+    }
+    j->syntax = j->failed = 1;
+    return 0;
+}
+
+/* perch__json_fail writes a decoding error, unless there is one already. */
+static inline perch_text *perch__json_fail(perch__json *j) {
+    static char scratch[1];
+    static perch_text none;
+    if (j->failed) {
+        none = perch_text_init(scratch, 0);
+        return &none;
+    }
+    j->failed = 1;
+    return j->err;
+}
+
+static inline void perch__json_put(perch__json *j, const void *b, uint32_t n, uint32_t *w) {
+    if (*w <= j->cap - j->used && n <= j->cap - j->used - *w) memcpy(j->arena + j->used + *w, b, n);
+    *w += n; /* more than fits cannot happen (the arena is 4x the input); it is cut below */
+}
+
+static inline int perch__json_hex4(perch__json *j, const char *p, int32_t *r) {
+    *r = 0;
+    for (int i = 0; i < 4; i++, p++) {
+        j->p = p;
+        if (p >= j->end) return perch__json_syntax(j, "");
+        char c = *p;
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (v < 0) return perch__json_syntax(j, "in \\u hexadecimal character escape");
+        *r = *r << 4 | v;
+    }
+    return 1;
+}
+
+static inline void perch__json_rune(perch__json *j, int32_t r, uint32_t *w) {
+    uint8_t b[4];
+    uint32_t n;
+    if (r < 0x80) b[0] = (uint8_t)r, n = 1;
+    else if (r < 0x800) b[0] = (uint8_t)(0xC0 | r >> 6), b[1] = (uint8_t)(0x80 | (r & 0x3F)), n = 2;
+    else if (r < 0x10000)
+        b[0] = (uint8_t)(0xE0 | r >> 12), b[1] = (uint8_t)(0x80 | ((r >> 6) & 0x3F)), b[2] = (uint8_t)(0x80 | (r & 0x3F)), n = 3;
+    else
+        b[0] = (uint8_t)(0xF0 | r >> 18), b[1] = (uint8_t)(0x80 | ((r >> 12) & 0x3F)),
+        b[2] = (uint8_t)(0x80 | ((r >> 6) & 0x3F)), b[3] = (uint8_t)(0x80 | (r & 0x3F)), n = 4;
+    perch__json_put(j, b, n, w);
+}
+
+/* perch__json_string reads the string at j->p (a '"'), decoded into the arena as *out if out is
+ * not NULL (the arena space is then kept). */
+static inline int perch__json_string(perch__json *j, perch_str *out) {
+    const char *p = j->p + 1;
+    uint32_t w = 0;
+    for (;;) {
+        if (p >= j->end) {
+            j->p = p;
+            return perch__json_syntax(j, "");
+        }
+        uint8_t c = (uint8_t)*p;
+        if (c == '"') break;
+        if (c < 0x20) {
+            j->p = p;
+            return perch__json_syntax(j, "in string literal");
+        }
+        if (c == '\\') {
+            if (++p >= j->end) {
+                j->p = p;
+                return perch__json_syntax(j, "");
+            }
+            char e = *p;
+            const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
+            const char *k = e ? strchr(from, e) : NULL;
+            if (k != NULL) {
+                perch__json_put(j, to + (k - from), 1, &w);
+                p++;
+                continue;
+            }
+            if (e != 'u') {
+                j->p = p;
+                return perch__json_syntax(j, "in string escape code");
+            }
+            int32_t r, r2;
+            if (!perch__json_hex4(j, p + 1, &r)) return 0;
+            p += 5;
+            if (r >= 0xD800 && r < 0xE000) {
+                /* a surrogate: a valid pair makes one rune, anything else U+FFFD */
+                if (r < 0xDC00 && j->end - p >= 6 && p[0] == '\\' && p[1] == 'u' && perch__json_hex4(j, p + 2, &r2) &&
+                    r2 >= 0xDC00 && r2 < 0xE000) {
+                    r = 0x10000 + ((r - 0xD800) << 10) + (r2 - 0xDC00);
+                    p += 6;
+                } else {
+                    if (j->syntax) return 0;
+                    r = 0xFFFD;
+                }
+            }
+            perch__json_rune(j, r, &w);
+            continue;
+        }
+        if (c < 0x80) {
+            perch__json_put(j, p++, 1, &w);
+            continue;
+        }
+        uint32_t size;
+        int32_t r = perch_utf8((const uint8_t *)p, (uint32_t)(j->end - p), &size);
+        if (r < 0) perch__json_put(j, "\xEF\xBF\xBD", 3, &w);
+        else perch__json_put(j, p, size, &w);
+        p += size;
+    }
+    j->p = p + 1;
+    if (w > j->cap - j->used) w = j->cap - j->used; /* cannot happen: the arena is 4x the input */
+    if (out != NULL) {
+        *out = (perch_str){j->arena + j->used, w};
+        j->used += w;
+    }
+    return 1;
+}
+
+/* perch__json_number reads the number at j->p; *lit is its text. */
+static inline int perch__json_number(perch__json *j, perch_str *lit) {
+    const char *s = j->p;
+#define PERCH__DIGIT (j->p < j->end && *j->p >= '0' && *j->p <= '9')
+    if (*j->p == '-') {
+        j->p++;
+        if (!PERCH__DIGIT) return perch__json_syntax(j, "in numeric literal");
+    }
+    if (*j->p == '0') j->p++;
+    else
+        while (PERCH__DIGIT) j->p++;
+    if (j->p < j->end && *j->p == '.') {
+        j->p++;
+        if (!PERCH__DIGIT) return perch__json_syntax(j, "after decimal point in numeric literal");
+        while (PERCH__DIGIT) j->p++;
+    }
+    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+        j->p++;
+        if (j->p < j->end && (*j->p == '+' || *j->p == '-')) j->p++;
+        if (!PERCH__DIGIT) return perch__json_syntax(j, "in exponent of numeric literal");
+        while (PERCH__DIGIT) j->p++;
+    }
+#undef PERCH__DIGIT
+    *lit = (perch_str){s, (uint32_t)(j->p - s)};
+    return 1;
+}
+
+/* perch__json_literal reads true, false or null (word) at j->p. */
+static inline int perch__json_literal(perch__json *j, const char *word) {
+    for (const char *w = word; *w; w++, j->p++) {
+        if (j->p < j->end && *j->p == *w) continue;
+        if (w == word) return perch__json_syntax(j, "looking for beginning of value");
+        char ctx[40] = "in literal ";
+        size_t n = strlen(ctx);
+        memcpy(ctx + n, word, strlen(word));
+        n += strlen(word);
+        memcpy(ctx + n, " (expecting 'x')", 17);
+        ctx[n + 13] = *w;
+        return perch__json_syntax(j, ctx);
+    }
+    return 1;
+}
+
+/* JSON value types, in the words of encoding/json's errors. */
+#define PERCH__JSON_STRING 1
+#define PERCH__JSON_NUMBER 2
+#define PERCH__JSON_BOOL   3
+#define PERCH__JSON_NULL   4
+#define PERCH__JSON_ARRAY  5
+#define PERCH__JSON_OBJECT 6
+
+static inline const char *perch__json_type_name(int type) {
+    static const char *names[] = {"", "string", "number", "bool", "null", "array", "object"};
+    return names[type];
+}
+
+/* perch__json_value reads one value at j->p (white space skipped) and returns its type, or 0
+ * after a syntax error. A string is decoded into *s (when s is not NULL), a number's text is
+ * stored in *s; arrays and objects are checked and skipped, without recursion. */
+static inline int perch__json_value(perch__json *j, perch_str *s, uint32_t depth) {
+    uint8_t kinds[PERCH__JSON_MAX_DEPTH / 8 + 1]; /* bit set: the open container is an object */
+    uint32_t open = 0;
+    int type = 0;
+    perch_str tmp;
+value:
+    perch__json_ws(j);
+    if (j->p >= j->end) return perch__json_syntax(j, "");
+    switch (*j->p) {
+    case '"':
+        if (!perch__json_string(j, open ? NULL : s)) return 0;
+        if (type == 0) type = PERCH__JSON_STRING; /* the outermost value's */
+        break;
+    case 't':
+    case 'f':
+        if (!perch__json_literal(j, *j->p == 't' ? "true" : "false")) return 0;
+        if (type == 0) type = PERCH__JSON_BOOL; /* the outermost value's */
+        break;
+    case 'n':
+        if (!perch__json_literal(j, "null")) return 0;
+        if (type == 0) type = PERCH__JSON_NULL; /* the outermost value's */
+        break;
+    case '[':
+    case '{': {
+        if (depth + open + 1 > PERCH__JSON_MAX_DEPTH) return perch__json_syntax(j, "exceeded max depth");
+        int obj = *j->p == '{';
+        if (type == 0) type = obj ? PERCH__JSON_OBJECT : PERCH__JSON_ARRAY;
+        if (obj) kinds[open / 8] |= (uint8_t)(1u << (open % 8));
+        else kinds[open / 8] &= (uint8_t)~(1u << (open % 8));
+        open++;
+        j->p++;
+        perch__json_ws(j);
+        if (j->p < j->end && *j->p == (obj ? '}' : ']')) {
+            j->p++;
+            open--;
+            break;
+        }
+        if (!obj) goto value;
+        goto key;
+    }
+    default:
+        if (*j->p == '-' || (*j->p >= '0' && *j->p <= '9')) {
+            if (!perch__json_number(j, open ? &tmp : s ? s : &tmp)) return 0;
+            if (type == 0) type = PERCH__JSON_NUMBER; /* the outermost value's */
+            break;
+        }
+        return perch__json_syntax(j, "looking for beginning of value");
+    }
+    /* after a value */
+    while (open > 0) {
+        int obj = (kinds[(open - 1) / 8] >> ((open - 1) % 8)) & 1;
+        perch__json_ws(j);
+        if (j->p >= j->end) return perch__json_syntax(j, "");
+        if (*j->p == ',') {
+            j->p++;
+            if (!obj) goto value;
+            perch__json_ws(j);
+            goto key;
+        }
+        if (*j->p != (obj ? '}' : ']'))
+            return perch__json_syntax(j, obj ? "after object key:value pair" : "after array element");
+        j->p++;
+        open--;
+    }
+    return type;
+key:
+    if (j->p >= j->end) return perch__json_syntax(j, "");
+    if (*j->p != '"') return perch__json_syntax(j, "looking for beginning of object key string");
+    if (!perch__json_string(j, NULL)) return 0;
+    perch__json_ws(j);
+    if (j->p >= j->end) return perch__json_syntax(j, "");
+    if (*j->p != ':') return perch__json_syntax(j, "after object key");
+    j->p++;
+    goto value;
+}
+
+/* perch__fold_eq reports whether the key matches the ASCII name as encoding/json's
+ * case-insensitive match does. */
+static inline int perch__fold_eq(perch_str key, const char *name) {
+    const uint8_t *k = (const uint8_t *)key.ptr, *end = k + key.len;
+    for (; *name; name++) {
+        if (k >= end) return 0;
+        int c = *k++;
+        if (c == 0xC5 && end - k >= 1 && k[0] == 0xBF) c = 'S', k += 1;                         /* U+017F */
+        else if (c == 0xE2 && end - k >= 2 && k[0] == 0x84 && k[1] == 0xAA) c = 'K', k += 2; /* U+212A */
+        int n = *name;
+        if (c >= 'a' && c <= 'z') c -= 32;
+        if (n >= 'a' && n <= 'z') n -= 32;
+        if (c != n) return 0;
+    }
+    return k == end;
+}
+
+/* perch__json_int parses an integer literal as strconv.ParseInt(s, 10, 64) does. */
+static inline int perch__json_int(perch_str s, int64_t *v) {
+    uint32_t i = 0;
+    int neg = s.len > 0 && s.ptr[0] == '-';
+    i += (uint32_t)neg;
+    if (i == s.len) return 0;
+    uint64_t u = 0, lim = neg ? 1ull << 63 : (1ull << 63) - 1;
+    for (; i < s.len; i++) {
+        if (s.ptr[i] < '0' || s.ptr[i] > '9') return 0;
+        uint64_t d = (uint64_t)(s.ptr[i] - '0');
+        if (u > (lim - d) / 10) return 0;
+        u = u * 10 + d;
+    }
+    *v = neg ? (int64_t)(0 - u) : (int64_t)u;
+    return 1;
+}
+
+/* perch_config_decode decodes the config JSON (len bytes) into the variables of fields, as the
+ * Go SDK decodes it into a struct of type type_name (such as "window.Config", for messages) with
+ * those fields; see above. Decoded strings live in a buffer from malloc that *arena receives
+ * (free it when done with them; it is set, possibly to NULL, in every case). It returns 1, or
+ * 0 with the Go SDK's message appended to err (variables may then be partly set). */
+static inline int perch_config_decode(const char *json, uint32_t len, const perch_cfg_field *fields,
+                                      uint32_t nfields, const char *type_name, perch_text *err,
+                                      char **arena) {
+    perch__json j = {json, json + len, NULL, 0, 0, err, err->len, 0, 0};
+    *arena = NULL;
+    perch__json_ws(&j);
+    if (j.p == j.end) return 1; /* no config: the defaults */
+    if (len > UINT32_MAX / 4 - 16 || (j.arena = (char *)malloc((size_t)len * 4 + 16)) == NULL) {
+        perch_text_cstr(err, "perch: config: out of memory");
+        return 0;
+    }
+    *arena = j.arena;
+    j.cap = len * 4 + 16;
+    if (*j.p != '{') {
+        int type = perch__json_value(&j, NULL, 0);
+        if (type == 0) return 0;
+        if (type != PERCH__JSON_NULL) {
+            perch_text *e = perch__json_fail(&j);
+            perch_text_cstr(e, "perch: config: json: cannot unmarshal ");
+            perch_text_cstr(e, perch__json_type_name(type));
+            perch_text_cstr(e, " into Go value of type ");
+            perch_text_cstr(e, type_name);
+        }
+        goto end;
+    }
+    j.p++;
+    perch__json_ws(&j);
+    if (j.p < j.end && *j.p == '}') {
+        j.p++;
+        goto end;
+    }
+    for (;;) {
+        perch__json_ws(&j);
+        if (j.p >= j.end) return perch__json_syntax(&j, "");
+        if (*j.p != '"') return perch__json_syntax(&j, "looking for beginning of object key string");
+        uint32_t mark = j.used;
+        perch_str key;
+        if (!perch__json_string(&j, &key)) return 0;
+        perch__json_ws(&j);
+        if (j.p >= j.end) return perch__json_syntax(&j, "");
+        if (*j.p != ':') return perch__json_syntax(&j, "after object key");
+        j.p++;
+        const perch_cfg_field *f = NULL;
+        for (uint32_t i = 0; i < nfields && f == NULL; i++)
+            if (perch_str_eq(key, fields[i].name)) f = &fields[i];
+        for (uint32_t i = 0; i < nfields && f == NULL; i++)
+            if (perch__fold_eq(key, fields[i].name)) f = &fields[i];
+        if (f == NULL) {
+            perch_text *e = perch__json_fail(&j);
+            perch_text_cstr(e, "perch: config: json: unknown field ");
+            perch_text_quote(e, key.ptr, key.len);
+        }
+        j.used = mark; /* the key is no longer needed */
+        perch_str v = {NULL, 0};
+        int type = perch__json_value(&j, &v, 1);
+        if (type == 0) return 0;
+        if (f != NULL) {
+            const char *want = f->kind == PERCH_CFG_STRING ? "string" : f->kind == PERCH_CFG_INT ? "int" : "float64";
+            int ok = 0, with_text = 0;
+            if (type == PERCH__JSON_NULL) {
+                ok = 1;
+                if (f->kind == PERCH_CFG_OPT_FLOAT) ((perch_opt_float *)f->dst)->set = 0;
+            } else if (type == PERCH__JSON_STRING && f->kind == PERCH_CFG_STRING) {
+                ok = 1;
+                *(perch_str *)f->dst = v;
+            } else if (type == PERCH__JSON_NUMBER && f->kind == PERCH_CFG_INT) {
+                ok = perch__json_int(v, (int64_t *)f->dst);
+                with_text = 1;
+            } else if (type == PERCH__JSON_NUMBER && f->kind != PERCH_CFG_STRING) {
+                char *lit = j.arena + j.used; /* room: the arena is 4x the input */
+                double x = 0;
+                if (v.len < j.cap - j.used) {
+                    memcpy(lit, v.ptr, v.len);
+                    lit[v.len] = 0;
+                    x = strtod(lit, NULL);
+                    ok = !__builtin_isinf(x);
+                }
+                with_text = 1;
+                if (ok && f->kind == PERCH_CFG_FLOAT) *(double *)f->dst = x;
+                if (ok && f->kind == PERCH_CFG_OPT_FLOAT) *(perch_opt_float *)f->dst = (perch_opt_float){1, x};
+            }
+            if (!ok) {
+                perch_text *e = perch__json_fail(&j);
+                perch_text_cstr(e, "perch: config field ");
+                perch_text_quote(e, f->name, (uint32_t)strlen(f->name));
+                perch_text_cstr(e, ": a JSON ");
+                perch_text_cstr(e, perch__json_type_name(type));
+                if (with_text) {
+                    perch_text_byte(e, ' ');
+                    perch_text_str(e, v);
+                }
+                perch_text_cstr(e, " cannot be a ");
+                perch_text_cstr(e, want);
+            }
+        }
+        perch__json_ws(&j);
+        if (j.p >= j.end) return perch__json_syntax(&j, "");
+        if (*j.p == ',') {
+            j.p++;
+            continue;
+        }
+        if (*j.p != '}') return perch__json_syntax(&j, "after object key:value pair");
+        j.p++;
+        break;
+    }
+end:
+    if (j.failed) return 0;
+    perch__json_ws(&j);
+    if (j.p < j.end && *j.p != ']' && *j.p != '}') {
+        perch_text_cstr(err, "perch: config: data after the JSON object");
+        return 0;
+    }
+    return 1;
+}
+
+/* perch_config_read reads the module's config (JSON) into a NUL-terminated buffer from malloc,
+ * *json, of *len bytes (free it when done). It returns the errno of perch:config/v1 get. */
+static inline perch_errno perch_config_read(char **json, uint32_t *len) {
+    uint32_t cap = 1024;
+    *json = NULL;
+    *len = 0;
+    for (int tries = 0; tries < 4; tries++) { /* the config can change between calls */
+        char *buf = (char *)malloc((size_t)cap + 1);
+        if (buf == NULL) return PERCH_ENOSPC;
+        uint32_t n = 0;
+        perch_errno e = perch_config_get(buf, cap, &n);
+        if (e == PERCH_OK && n <= cap) {
+            buf[n] = 0;
+            *json = buf;
+            *len = n;
+            return PERCH_OK;
+        }
+        free(buf);
+        if (e == PERCH_OK) return PERCH_EFAULT;
+        if (e != PERCH_ENOSPC || n <= cap || n > (64u << 20)) return e;
+        cap = n;
+    }
+    return PERCH_ENOSPC;
+}
+#endif /* PERCH_NO_MALLOC */
 
 #endif /* PERCH_H */

@@ -281,7 +281,7 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 		WithStderr(&i.stderr).WithStdout(&i.stderr)
 	// Start-up (the guest language's runtime, then perch_init) gets a longer deadline than a
 	// call: it runs once, and a loaded machine must not turn a slow start into a fault.
-	cctx, cancel := context.WithTimeout(context.WithValue(ctx, instanceKey{}, i), max(10*spec.Deadline, time.Second))
+	cctx, cancel := context.WithTimeout(context.WithValue(ctx, instanceKey{}, i), initDeadline(spec.Deadline))
 	defer cancel()
 	i.mod, err = e.rt.InstantiateModule(experimental.WithMemoryAllocator(cctx, &i.memory), cm, mc)
 	if err != nil {
@@ -306,6 +306,9 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 	}
 	return i, nil
 }
+
+// initDeadline is the deadline of a module's start-up, given its per-call deadline.
+func initDeadline(call time.Duration) time.Duration { return max(10*call, time.Second) }
 
 type instanceKey struct{}
 
@@ -475,6 +478,9 @@ func (i *Instance) fault(fn string, err error) error {
 		case sys.ExitCodeDeadlineExceeded:
 			f.Reason = ReasonDeadline
 			f.Detail = fmt.Sprintf("call overran its deadline of %v", i.spec.Deadline)
+			if fn == "init" {
+				f.Detail = fmt.Sprintf("start-up overran its deadline of %v", initDeadline(i.spec.Deadline))
+			}
 		case sys.ExitCodeContextCanceled:
 			f.Reason = ReasonCanceled
 		case abi.ExitBadPointer:
