@@ -33,6 +33,7 @@ import (
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/internal/wasm"
 	"github.com/perch-edge/perch/runtime/store"
+	"github.com/perch-edge/perch/runtime/uplink"
 )
 
 // Options tune a Runtime. The zero value is usable.
@@ -49,6 +50,9 @@ type Options struct {
 	QuarantineAfter  int           // faults within QuarantineWindow that quarantine; default 5
 	QuarantineWindow time.Duration // default 10m
 	QueueBatches     int           // bounded queue length per module, in batches; default 8
+	// Uplink tunes the MQTT uplink, if the config has one (version, log level, backoff); a nil
+	// Logger takes Logger.
+	Uplink uplink.Options
 }
 
 func (o *Options) defaults() {
@@ -81,8 +85,10 @@ type Runtime struct {
 	engine *wasm.Engine
 	store  *store.Store
 	hal    hal.Provider
-	sims   []*sim.BME280 // simulated devices, whose scripts start with Run
+	sims   []interface{ SetStart(time.Time) } // simulated devices and faults, whose scripts start with Run
+	simDev map[string]any                     // simulated device models by device name
 	nodes  []*node
+	uplink *uplink.Uplink // nil: no uplink
 }
 
 // New loads everything the config names: it opens the recorder, builds the HAL devices and
@@ -107,8 +113,15 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, er
 	r.store, err = store.Open(ctx, store.Options{
 		Path: cfg.Store.Path, ReadingsMaxRows: cfg.Store.ReadingsMaxRows,
 		MaxAge: cfg.Store.MaxAge.D(), MaxBytes: cfg.Store.MaxBytes,
+		Upstream: uplink.Upstream(cfg), OutboxMaxBytes: cfg.Uplink.OutboxMaxBytes,
 	})
 	if err != nil {
+		return nil, err
+	}
+	if opts.Uplink.Logger == nil {
+		opts.Uplink.Logger = r.log.With("component", "uplink")
+	}
+	if r.uplink, err = uplink.New(cfg, r.store, opts.Uplink); err != nil {
 		return nil, err
 	}
 	// Read every module, then compile the distinct binaries in parallel: compiling (or loading
@@ -166,19 +179,67 @@ func dirOf(path string) string {
 	return "."
 }
 
-// buildHAL makes the simulated devices the config lists.
+// buildHAL makes the simulated devices the config lists, with their scripted faults.
 func (r *Runtime) buildHAL() error {
 	p := sim.NewProvider()
-	for _, d := range r.cfg.Devices {
-		dev := sim.NewBME280(d.Signals, time.Now)
-		if err := p.AttachI2C(d.Bus, uint16(d.Address), dev); err != nil {
+	r.simDev = map[string]any{}
+	for i := range r.cfg.Devices {
+		d := &r.cfg.Devices[i]
+		var (
+			model  any
+			faults *sim.Faults
+			err    error
+		)
+		switch d.Type {
+		case config.DeviceBME280:
+			// The BME280 model has no faults of its own: they sit in front of it, and a stuck
+			// fault stops the clock it measures by.
+			faults = sim.NewFaults(time.Now)
+			dev := sim.NewBME280(d.BME280Signals(), faults.SignalClock)
+			err = p.AttachI2C(d.Bus, uint16(d.Address), sim.FaultyI2C(dev, faults))
+			model = dev
+			r.sims = append(r.sims, dev, faults)
+		case config.DeviceADXL345:
+			dev := sim.NewADXL345(d.ADXL345Signals(), time.Now)
+			if d.OnSPI() {
+				err = p.AttachSPI(d.Bus, *d.CS, dev.SPI())
+			} else {
+				err = p.AttachI2C(d.Bus, uint16(d.Address), dev.I2C())
+			}
+			model, faults = dev, dev.Faults()
+			r.sims = append(r.sims, dev)
+		case config.DeviceButton:
+			dev := sim.NewButton(d.ButtonLevel(), time.Now)
+			err = p.AttachGPIO(*d.Line, dev)
+			model, faults = dev, dev.Faults()
+			r.sims = append(r.sims, dev)
+		case config.DeviceRelay:
+			dev := sim.NewRelay(time.Now)
+			err = p.AttachGPIO(*d.Line, dev)
+			model, faults = dev, dev.Faults()
+			r.sims = append(r.sims, dev)
+		case config.DevicePMS5003:
+			dev := sim.NewPMS5003(d.PMS5003Signals(), time.Now)
+			err = p.AttachUART(d.Port, dev)
+			model, faults = dev, dev.Faults()
+			r.sims = append(r.sims, dev)
+		default: // config validation refuses it
+			err = fmt.Errorf("unknown device type %q", d.Type)
+		}
+		if err != nil {
 			return fmt.Errorf("runtime: device %s: %w", d.Name, err)
 		}
-		r.sims = append(r.sims, dev)
+		faults.Script(d.Faults)
+		r.simDev[d.Name] = model
 	}
 	r.hal = p
 	return nil
 }
+
+// SimDevice returns the model of the simulated device named name in the config (a *sim.BME280,
+// *sim.ADXL345, *sim.Button, *sim.Relay or *sim.PMS5003), or nil: for tests, to watch a relay
+// or inject faults while the pipeline runs.
+func (r *Runtime) SimDevice(name string) any { return r.simDev[name] }
 
 // specOf turns a module's config into the engine's instance spec.
 func specOf(m *config.Module, bin []byte, h hal.Provider, st wasm.StateStore, log *slog.Logger) wasm.Spec {
@@ -217,6 +278,16 @@ func (r *Runtime) Run(ctx context.Context) error {
 	for _, d := range r.sims {
 		d.SetStart(now)
 	}
+	// The uplink runs until the pipeline has drained and the recorder is flushed.
+	upCtx, stopUplink := context.WithCancel(context.WithoutCancel(ctx))
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		if r.uplink != nil {
+			r.uplink.Run(upCtx)
+		}
+	}()
+	defer func() { stopUplink(); <-upDone }()
 	var wg sync.WaitGroup
 	for _, n := range r.nodes {
 		wg.Add(1)

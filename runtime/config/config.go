@@ -48,6 +48,7 @@ type Config struct {
 	Engine  Engine   `yaml:"engine"`  // the Wasm engine
 	Devices []Device `yaml:"devices"` // HAL devices
 	Modules []Module `yaml:"modules"` // module instances, in any order
+	Uplink  Uplink   `yaml:"uplink"`  // MQTT uplink; absent: none
 
 	// File is the absolute path of the file the config was loaded from.
 	File string `yaml:"-"`
@@ -67,14 +68,20 @@ type Engine struct {
 	CacheDir string `yaml:"cache_dir"`
 }
 
-// Device is one HAL device.
+// Device is one HAL device: where it sits (bus and address, bus and chip select, line or
+// port, as its type needs), what it measures and which faults it suffers. devices.go has the
+// types and what each needs.
 type Device struct {
-	Name    string      `yaml:"name"`
-	Backend string      `yaml:"backend"` // "sim"
-	Type    string      `yaml:"type"`    // for sim: "bme280"
-	Bus     int         `yaml:"bus"`     // I2C bus number
-	Address int         `yaml:"address"` // 7-bit I2C address, such as 0x76
-	Signals sim.Signals `yaml:"signals"` // for sim: the scripted truth
+	Name    string        `yaml:"name"`
+	Backend string        `yaml:"backend"` // "sim"
+	Type    string        `yaml:"type"`    // for sim: bme280, adxl345, button, relay, pms5003
+	Bus     int           `yaml:"bus"`     // I2C or SPI bus number
+	Address int           `yaml:"address"` // 7-bit I2C address, such as 0x76
+	CS      *int          `yaml:"cs"`      // SPI chip select (an adxl345 on SPI)
+	Line    *int          `yaml:"line"`    // GPIO line (button, relay)
+	Port    string        `yaml:"port"`    // UART port, such as /dev/ttyS0 (pms5003)
+	Signals DeviceSignals `yaml:"signals"` // for sim: the scripted truth
+	Faults  []sim.Fault   `yaml:"faults"`  // for sim: scripted faults
 }
 
 // Module is one module instance in the pipeline.
@@ -439,35 +446,9 @@ func (p *parser) validate(c *Config) {
 	if c.Store.MaxBytes < 0 {
 		p.errf("store.max_bytes", "must not be negative")
 	}
+	p.uplink(c)
 
-	devs := map[string]bool{}
-	for i := range c.Devices {
-		d := &c.Devices[i]
-		at := fmt.Sprintf("devices[%d]", i)
-		if !nameRE.MatchString(d.Name) {
-			p.errf(at+".name", "want a lowercase name of letters, digits, - and _, got %q", d.Name)
-		} else if devs[d.Name] {
-			p.errf(at+".name", "duplicate device %q", d.Name)
-		}
-		devs[d.Name] = true
-		if d.Backend != "sim" {
-			p.errf(at+".backend", "unknown backend %q (known: sim)", d.Backend)
-		}
-		if d.Type != "bme280" {
-			p.errf(at+".type", "unknown device type %q (known: bme280)", d.Type)
-		}
-		if d.Address < 0x03 || d.Address > 0x77 {
-			p.errf(at+".address", "7-bit I2C address out of range: %#x", d.Address)
-		}
-		each(d.Signals.Validate(), func(err error) {
-			var fe *sim.FieldError
-			if errors.As(err, &fe) {
-				p.errf(at+"."+fe.Field, "%s", fe.Msg)
-			} else {
-				p.errf(at+".signals", "%v", err)
-			}
-		})
-	}
+	p.devices(c.Devices)
 
 	mods := map[string]int{}
 	for i := range c.Modules {

@@ -736,7 +736,7 @@ func TestParseErrorsJoined(t *testing.T) {
 		{"bad device signals", 3},
 		{"bad manifests", 9},
 		{"i2c grant not declared", 2},
-		{"needs not granted", 5},
+		{"needs not granted", 3},
 	} {
 		text, ok := "", false
 		for _, bc := range badConfigs {

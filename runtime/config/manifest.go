@@ -135,8 +135,9 @@ type GrantError struct {
 	Field, Msg string
 }
 
-// CheckGrants compares grants against needs: every grant must be declared by a need, and every
-// kind of need must be granted at least once. It returns every mismatch.
+// CheckGrants compares grants against needs: every grant must be declared by a need, a module
+// that needs devices must be granted at least one, and state must be granted if it is needed.
+// It returns every mismatch.
 func CheckGrants(g *Grants, n *Needs) []GrantError {
 	var errs []GrantError
 	add := func(field, format string, args ...any) {
@@ -185,20 +186,28 @@ func CheckGrants(g *Grants, n *Needs) []GrantError {
 	if g.State && !n.State {
 		add(".state", "state is not declared in the module's needs")
 	}
-	if len(n.I2C) > 0 && len(g.I2C) == 0 {
-		add("", "the module needs an I2C device and none is granted")
-	}
-	if len(n.SPI) > 0 && len(g.SPI) == 0 {
-		add("", "the module needs an SPI device and none is granted")
-	}
-	if len(n.GPIO) > 0 && len(g.GPIO) == 0 {
-		add("", "the module needs a GPIO line and none is granted")
-	}
-	if len(n.UART) > 0 && len(g.UART) == 0 {
-		add("", "the module needs a UART port and none is granted")
+	// Needs list the devices a module can use, sometimes alternatives (an accelerometer on SPI
+	// or on I2C): a module that needs devices must be granted at least one.
+	needsDevice := len(n.I2C)+len(n.SPI)+len(n.GPIO)+len(n.UART) > 0
+	if needsDevice && len(g.I2C)+len(g.SPI)+len(g.GPIO)+len(g.UART) == 0 {
+		add("", "the module needs a device (%s) and none is granted", needKinds(n))
 	}
 	if n.State && !g.State {
 		add(".state", "the module needs state and it is not granted")
 	}
 	return errs
+}
+
+// needKinds names the kinds of device a manifest declares, such as "i2c or spi".
+func needKinds(n *Needs) string {
+	var kinds []string
+	for _, k := range []struct {
+		name string
+		n    int
+	}{{"i2c", len(n.I2C)}, {"spi", len(n.SPI)}, {"gpio", len(n.GPIO)}, {"uart", len(n.UART)}} {
+		if k.n > 0 {
+			kinds = append(kinds, k.name)
+		}
+	}
+	return strings.Join(kinds, " or ")
 }

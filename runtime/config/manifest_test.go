@@ -129,7 +129,7 @@ func TestCheckGrants(t *testing.T) {
 			{".i2c[0]", "bus 1 address 0x40 is not declared in the module's needs"},
 		}},
 		{"i2c needed, none granted", config.Grants{}, bme, []ge{
-			{"", "the module needs an I2C device and none is granted"},
+			{"", "the module needs a device (i2c) and none is granted"},
 		}},
 		{"i2c granted, none needed", config.Grants{I2C: []config.I2CGrant{{Bus: 1, Address: 0x76}}}, config.Needs{}, []ge{
 			{".i2c[0]", "bus 1 address 0x76 is not declared in the module's needs"},
@@ -141,8 +141,10 @@ func TestCheckGrants(t *testing.T) {
 				{".spi[2]", "bus 1 chip select 1 is not declared in the module's needs"},
 			}},
 		{"spi needed, none granted", config.Grants{}, config.Needs{SPI: []config.SPINeed{{}}}, []ge{
-			{"", "the module needs an SPI device and none is granted"},
+			{"", "the module needs a device (spi) and none is granted"},
 		}},
+		{"alternatives: spi or i2c, i2c granted", config.Grants{I2C: []config.I2CGrant{{Bus: 1, Address: 0x53}}},
+			config.Needs{SPI: []config.SPINeed{{}}, I2C: []config.I2CNeed{{Address: 0x53}}}, nil},
 		{"gpio modes", config.Grants{GPIO: []config.GPIOGrant{{Line: 4, Mode: "in"}, {Line: 9, Mode: "out"}, {Line: 4, Mode: "out"}, {Line: 5, Mode: "in"}}},
 			config.Needs{GPIO: []config.GPIONeed{{Line: ptr(4), Mode: "in"}, {Mode: "out"}}}, []ge{
 				{".gpio[3]", "line 5 (in) is not declared in the module's needs"},
@@ -157,7 +159,7 @@ func TestCheckGrants(t *testing.T) {
 				{".gpio[1].mode", `want in or out, got "both"`},
 			}},
 		{"gpio needed, none granted", config.Grants{}, config.Needs{GPIO: []config.GPIONeed{{Mode: "in"}}}, []ge{
-			{"", "the module needs a GPIO line and none is granted"},
+			{"", "the module needs a device (gpio) and none is granted"},
 		}},
 		{"uart any port", config.Grants{UART: []config.UARTGrant{{Port: "/dev/ttyS0"}, {Port: "/dev/ttyUSB3"}}},
 			config.Needs{UART: []config.UARTNeed{{}}}, nil},
@@ -166,7 +168,7 @@ func TestCheckGrants(t *testing.T) {
 				{".uart[1]", `port "/dev/ttyS1" is not declared in the module's needs`},
 			}},
 		{"uart needed, none granted", config.Grants{}, config.Needs{UART: []config.UARTNeed{{}}}, []ge{
-			{"", "the module needs a UART port and none is granted"},
+			{"", "the module needs a device (uart) and none is granted"},
 		}},
 		{"state", config.Grants{State: true}, config.Needs{State: true}, nil},
 		{"state not declared", config.Grants{State: true}, config.Needs{}, []ge{
@@ -179,9 +181,10 @@ func TestCheckGrants(t *testing.T) {
 			config.Needs{SPI: []config.SPINeed{{}}, GPIO: []config.GPIONeed{{Mode: "out"}}, UART: []config.UARTNeed{{}}}, []ge{
 				{".i2c[0]", "bus 0 address 0x0 is not declared in the module's needs"},
 				{".state", "state is not declared in the module's needs"},
-				{"", "the module needs an SPI device and none is granted"},
-				{"", "the module needs a GPIO line and none is granted"},
-				{"", "the module needs a UART port and none is granted"},
+			}},
+		{"devices needed, none granted", config.Grants{},
+			config.Needs{SPI: []config.SPINeed{{}}, GPIO: []config.GPIONeed{{Mode: "out"}}, UART: []config.UARTNeed{{}}}, []ge{
+				{"", "the module needs a device (spi or gpio or uart) and none is granted"},
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

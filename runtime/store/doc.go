@@ -21,6 +21,14 @@
 // deletes rows older than [Options.MaxAge] and brings the file back under [Options.MaxBytes],
 // dropping readings first and alerts last of all.
 //
+// With an [Options].Upstream hook, the records that go upstream (and lifecycle events) are also
+// inserted into the outbox table in the same transaction that records them, so an alert is in
+// the outbox exactly when it is in alerts. The uplink reads it in order of priority then id
+// ([Store.OutboxPending]), deletes rows whose PUBACK it saw ([Store.Ack]), and reads the counters
+// of bytes ingested, published and dropped ([Store.OutboxStats]). [Options].OutboxMaxBytes is
+// the outbox quota: past it a commit drops raw readings, then events, then summaries, oldest
+// first, alerts only when nothing else is left, and records an uplink.dropped event.
+//
 // # Usage
 //
 //	st, err := store.Open(ctx, store.Options{Path: "/var/lib/perch/perch.db"})

@@ -28,6 +28,7 @@ type migration struct {
 // schema.sql, or Go code for data changes); never change a step that has shipped.
 var migrations = []migration{
 	{version: 1, title: "initial schema", up: schemaSection(1)},
+	{version: 2, title: "outbox", up: schemaSection(2)},
 }
 
 // schemaSection returns a step that executes section version of schema.sql.

@@ -16,8 +16,9 @@ var defaultViews = []string{"recent_alerts", "module_health"}
 
 // viewTitles are the headings of the views schema.sql defines.
 var viewTitles = map[string]string{
-	"recent_alerts": "alerts of the last 24 hours, newest first",
-	"module_health": "module lifecycle from the events table",
+	"recent_alerts":  "alerts of the last 24 hours, newest first",
+	"module_health":  "module lifecycle from the events table",
+	"outbox_backlog": "what waits to go upstream, per priority",
 }
 
 // printMaxRows is the most rows PrintViews prints per view; sqlite3 shows all of them.

@@ -189,3 +189,66 @@ SELECT
                                                                              AS quarantined
 FROM per_module
 ORDER BY module;
+
+-- migration 2: outbox
+
+-- outbox: the messages waiting to go upstream over MQTT, the only source of truth of the uplink.
+-- A record that goes upstream is inserted here in the same transaction that records it (an alert
+-- is in outbox exactly when it is in alerts, until the broker acknowledged it). A row leaves
+-- when the uplink has seen the broker's PUBACK for it, or when the outbox quota drops it (see
+-- uplink.dropped below). The uplink sends rows in order of (priority, id): a new alert goes
+-- before older summaries and events. Retention passes never delete outbox rows: the outbox quota
+-- (Options.OutboxMaxBytes, uplink.outbox_max_bytes) bounds it.
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT, -- the message id in the payload ("id"); never
+                                      -- reused, even once the outbox is empty
+    priority   INTEGER NOT NULL,      -- 0 alert, 1 summary, 2 event, 3 raw reading
+    topic      TEXT    NOT NULL,      -- MQTT topic, such as 'perch/site/device/alerts'
+    payload    BLOB    NOT NULL,      -- JSON object without its "id" member: the uplink adds it
+    bytes      INTEGER NOT NULL,      -- length of payload, for the quota
+    created_ns INTEGER NOT NULL       -- when it was queued, ns since the Unix epoch
+);
+CREATE INDEX outbox_order ON outbox (priority, id); -- the uplink's reading order
+
+-- uplink_counters: one row (id 1) of running totals since the database was created.
+--   bytes_ingested   bytes of the record batches the pipeline recorded (encoded ABI records)
+--   bytes_published  payload bytes of outbox rows the broker acknowledged
+--   rows_published   outbox rows the broker acknowledged
+--   rows_dropped     outbox rows the quota dropped before they were sent
+--   bytes_dropped    their payload bytes
+--   outbox_rows      rows now in outbox
+--   outbox_bytes     payload bytes now in outbox (what the quota counts)
+--   day_start_ns     the UTC day of day_bytes: its midnight, ns since the Unix epoch
+--   day_bytes        payload bytes acknowledged that day (the uplink's daily budget)
+--
+-- Event kind written with the outbox:
+--   uplink.dropped   the outbox quota dropped rows, lowest priority first and oldest first
+--                    (raw readings, then events, then summaries; alerts only when nothing else
+--                    is left); fields: {"readings":n,"events":n,"summaries":n,"alerts":n,
+--                    "bytes":n,"outbox_max_bytes":n}
+CREATE TABLE uplink_counters (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    bytes_ingested  INTEGER NOT NULL DEFAULT 0,
+    bytes_published INTEGER NOT NULL DEFAULT 0,
+    rows_published  INTEGER NOT NULL DEFAULT 0,
+    rows_dropped    INTEGER NOT NULL DEFAULT 0,
+    bytes_dropped   INTEGER NOT NULL DEFAULT 0,
+    outbox_rows     INTEGER NOT NULL DEFAULT 0,
+    outbox_bytes    INTEGER NOT NULL DEFAULT 0,
+    day_start_ns    INTEGER NOT NULL DEFAULT 0,
+    day_bytes       INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO uplink_counters (id) VALUES (1);
+
+-- outbox_backlog: what waits to go upstream, per priority.
+CREATE VIEW outbox_backlog AS
+SELECT
+    priority,
+    CASE priority WHEN 0 THEN 'alerts' WHEN 1 THEN 'summaries' WHEN 2 THEN 'events'
+        ELSE 'readings' END                                                  AS what,
+    count(*)                                                                 AS rows,
+    sum(bytes)                                                               AS bytes,
+    strftime('%Y-%m-%dT%H:%M:%fZ', min(created_ns) / 1000000 / 1000.0, 'unixepoch') AS oldest
+FROM outbox
+GROUP BY priority
+ORDER BY priority;

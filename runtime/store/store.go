@@ -83,6 +83,16 @@ type Options struct {
 	MaxBatchRows int
 	// Logger receives failed commits and retention passes. Nil discards them.
 	Logger *slog.Logger
+	// Upstream, if set, is called for each record the writer inserts (and each lifecycle event,
+	// as an event record whose source is the module and series the kind); the records it sends
+	// upstream are inserted into the outbox in the same transaction. Nil means no uplink.
+	// With a hook, a batch that holds an alert is committed at once (with whatever else is
+	// queued), not after CommitInterval: alerts reach the broker in about a millisecond.
+	Upstream UpstreamFunc
+	// OutboxMaxBytes is the outbox quota, in payload bytes: past it, each commit drops the
+	// lowest-priority, oldest rows (alerts last) and records an uplink.dropped event. Zero or
+	// negative means no quota.
+	OutboxMaxBytes int64
 }
 
 // withDefaults fills in the zero values and checks the rest, reporting every problem at once.
@@ -163,6 +173,8 @@ type Store struct {
 
 	rowsWritten, commits, skipped, failedRows, failedCommits atomic.Uint64
 	ringDeleted, retentionDeleted, retentionPasses           atomic.Uint64
+
+	outboxReady chan struct{} // see OutboxNotify
 }
 
 // request is one entry of the writer's queue.
@@ -172,6 +184,7 @@ type request struct {
 	event  *eventRow  // or an event to insert
 	reply  chan error // for Flush and Retain: answered once everything queued before is committed
 	retain bool       // run a retention pass before replying
+	urgent bool       // commit without waiting for CommitInterval (an alert that goes upstream)
 }
 
 // Open opens (creating if needed) the database at opts.Path, migrates its schema to the latest
@@ -219,6 +232,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		queue:   make(chan request, queueLen),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
+
+		outboxReady: make(chan struct{}, 1),
 	}
 	if from != to {
 		s.log.Info("store: migrated schema", "path", opts.Path, "from", from, "to", to)
@@ -280,7 +295,17 @@ func checkWAL(ctx context.Context, db *sql.DB) error {
 // records before it are still stored. After Close, Write returns an error wrapping
 // [ErrClosed]. Write is safe for concurrent use.
 func (s *Store) Write(batch []byte) error {
-	rows, skipped, decodeErr := walk(batch, nil)
+	// An alert that goes upstream is committed at once, not after CommitInterval: its latency
+	// to the broker matters more than the batching.
+	var scan func(*abi.Record) error
+	urgent := false
+	if s.opts.Upstream != nil {
+		scan = func(r *abi.Record) error {
+			urgent = urgent || r.Kind == abi.KindAlert
+			return nil
+		}
+	}
+	rows, skipped, decodeErr := walk(batch, scan)
 	valid := len(batch)
 	var de *abi.DecodeError
 	if errors.As(decodeErr, &de) {
@@ -288,7 +313,7 @@ func (s *Store) Write(batch []byte) error {
 	}
 	var err error
 	if rows > 0 {
-		err = s.send(context.Background(), request{batch: bytes.Clone(batch[:valid]), rows: rows})
+		err = s.send(context.Background(), request{batch: bytes.Clone(batch[:valid]), rows: rows, urgent: urgent})
 	} else {
 		err = s.checkOpen()
 	}
@@ -321,6 +346,9 @@ func (s *Store) Event(ctx context.Context, e Event) error {
 	}
 	row := &eventRow{timeNS: e.TimeNS, kind: e.Kind, module: e.Module, message: e.Message,
 		fields: string(fields), tags: "{}"}
+	if s.opts.Upstream != nil {
+		row.upstream = eventRecord(&e)
+	}
 	return s.send(ctx, request{event: row, rows: 1})
 }
 

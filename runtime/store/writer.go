@@ -23,6 +23,7 @@ type writer struct {
 	rows    int         // rows in pending
 	timer   *time.Timer // fires CommitInterval after the first pending request
 	failed  error       // a commit that failed since the last reply to Flush
+	urgent  bool        // pending holds an alert that goes upstream: commit without waiting
 }
 
 // run is the writer goroutine. It owns every write to the recorder's tables, so commits and
@@ -37,6 +38,19 @@ func (s *Store) run() {
 		select {
 		case r := <-s.queue:
 			w.handle(r)
+			if w.urgent {
+				// Commit now, with whatever else is already queued: under a storm of alerts
+				// the commits still group while each one waits for its fsync.
+				for more := true; more; {
+					select {
+					case r := <-s.queue:
+						w.handle(r)
+					default:
+						more = false
+					}
+				}
+				w.commit()
+			}
 		case <-w.timer.C:
 			w.commit()
 		case <-retention.C:
@@ -81,6 +95,7 @@ func (w *writer) handle(r request) {
 	if w.rows >= w.s.opts.MaxBatchRows {
 		w.commit()
 	}
+	w.urgent = w.urgent || r.urgent
 }
 
 // commit writes everything pending in one transaction, retrying a failed one a few times. Rows
@@ -92,9 +107,9 @@ func (w *writer) commit() {
 	w.timer.Stop()
 	s := w.s
 	var err error
-	var trimmed int64
+	var trimmed, queued int64
 	for attempt := 1; attempt <= commitAttempts; attempt++ {
-		if trimmed, err = w.insert(w.pending); err == nil {
+		if trimmed, queued, err = w.insert(w.pending); err == nil {
 			break
 		}
 		if attempt < commitAttempts {
@@ -112,45 +127,57 @@ func (w *writer) commit() {
 		s.rowsWritten.Add(uint64(w.rows))
 		s.commits.Add(1)
 		s.ringDeleted.Add(uint64(trimmed))
+		if queued > 0 {
+			select {
+			case s.outboxReady <- struct{}{}:
+			default:
+			}
+		}
 	}
+	w.urgent = false
 	clear(w.pending) // drop the references to the batches
 	w.pending = w.pending[:0]
 	w.rows = 0
 }
 
-// insert inserts the requests in one transaction and trims the readings ring. It returns the
-// number of readings the ring deleted.
-func (w *writer) insert(reqs []request) (trimmed int64, err error) {
+// insert inserts the requests in one transaction, with the outbox rows of the records that go
+// upstream, and trims the readings ring. It returns the number of readings the ring deleted and
+// of rows added to the outbox.
+func (w *writer) insert(reqs []request) (trimmed, queued int64, err error) {
 	// A context without a Done channel: go-sqlite3 then runs each statement directly instead of
 	// starting a goroutine that watches for cancellation.
 	ctx := context.Background()
 	tx, err := w.s.rw.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer tx.Rollback() // after Commit, a no-op
-	ins := inserter{ctx: ctx, tx: tx}
+	ins := inserter{ctx: ctx, tx: tx, upstream: w.s.opts.Upstream, now: time.Now().UnixNano()}
 	defer ins.close()
 	for _, r := range reqs {
 		if r.event != nil {
 			err = ins.event(r.event)
 		} else {
 			_, _, err = walk(r.batch, ins.record)
+			ins.out.ingested += int64(len(r.batch))
 		}
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
+	}
+	if err := ins.finishOutbox(w.s.opts.OutboxMaxBytes); err != nil {
+		return 0, 0, err
 	}
 	if ring := int64(w.s.opts.ReadingsMaxRows); ins.lastReadingID > ring {
 		// Ids are handed out in increasing order, so the newest ring rows are the ids above
 		// last-ring; deleting the rest keeps at most ring rows even if retention left holes.
 		res, err := tx.ExecContext(ctx, "DELETE FROM readings WHERE id <= ?", ins.lastReadingID-ring)
 		if err != nil {
-			return 0, fmt.Errorf("trim readings: %w", err)
+			return 0, 0, fmt.Errorf("trim readings: %w", err)
 		}
 		trimmed, _ = res.RowsAffected()
 	}
-	return trimmed, tx.Commit()
+	return trimmed, ins.out.rows, tx.Commit()
 }
 
 // eventRow is an event ready to insert into the events table.
@@ -158,6 +185,7 @@ type eventRow struct {
 	timeNS                int64
 	kind, module, message string
 	fields, tags          string // JSON objects
+	upstream              []byte // the event as an ABI record, for the Upstream hook; or nil
 }
 
 // Tables the writer inserts into, in the order of their statements.
@@ -167,6 +195,7 @@ const (
 	tabScores
 	tabAlerts
 	tabEvents
+	tabOutbox
 	numTables
 )
 
@@ -177,6 +206,7 @@ var insertSQL = [numTables]string{
 	tabAlerts: "INSERT INTO alerts (time_ns, source, series, severity, message, fields, tags) " +
 		"VALUES (?, ?, ?, ?, ?, ?, ?)",
 	tabEvents: "INSERT INTO events (time_ns, kind, module, message, fields, tags) VALUES (?, ?, ?, ?, ?, ?)",
+	tabOutbox: "INSERT INTO outbox (priority, topic, payload, bytes, created_ns) VALUES (?, ?, ?, ?, ?)",
 }
 
 // inserter inserts rows within one transaction, preparing each table's statement on first use.
@@ -186,6 +216,9 @@ type inserter struct {
 	stmts         [numTables]*sql.Stmt
 	json          jsonEncoder
 	lastReadingID int64
+	upstream      UpstreamFunc // nil: no uplink
+	now           int64        // the transaction's time, ns: created_ns of its outbox rows
+	out           outboxTx
 }
 
 func (in *inserter) exec(table int, args ...any) (sql.Result, error) {
@@ -240,13 +273,21 @@ func (in *inserter) record(r *abi.Record) error {
 	if err != nil {
 		return fmt.Errorf("insert %s: %w", r.Kind, err)
 	}
-	return nil
+	return in.enqueue(r)
 }
 
 // event inserts one lifecycle event.
 func (in *inserter) event(e *eventRow) error {
 	if _, err := in.exec(tabEvents, e.timeNS, e.kind, e.module, e.message, e.fields, e.tags); err != nil {
 		return fmt.Errorf("insert event %s: %w", e.kind, err)
+	}
+	if e.upstream != nil {
+		// The event is recorded whatever happens to its upstream copy (Builder makes valid
+		// records, so a decoding error is not expected; it must not fail the commit).
+		var de *abi.DecodeError
+		if _, _, err := walk(e.upstream, in.enqueue); err != nil && !errors.As(err, &de) {
+			return err
+		}
 	}
 	return nil
 }

@@ -24,11 +24,23 @@
  * perch_next, the fields and tags of a record with perch_fields / perch_tags and
  * perch_next_field / perch_next_tag; write one with perch_begin, perch_field, perch_tag and
  * perch_end into a perch_builder, and hand the whole batch to the host with one perch_emit call
- * at the end of perch_process or perch_poll. Nothing here allocates except perch_buf_reserve.
+ * at the end of perch_process or perch_poll. To never drop a record, write into a growable
+ * perch_buf and call perch_builder_room before each record. Nothing here allocates except
+ * perch_buf_reserve, perch_buf_grow (and so perch_builder_room), perch_config_read and
+ * perch_config_decode.
+ *
+ * Speed: under the Perch runtime every loop iteration a guest runs costs a trip to the host.
+ * perch_next handles records of up to four fields and two tags without a loop; "Loop-free
+ * helpers" below has string comparison and hashing that run none up to 32 bytes, and says how to
+ * keep the hot path free of loops (modules/filters/window/wasm/window.c does).
+ *
+ * Also here, for perch_init: perch_config_read and perch_config_decode read the config JSON as
+ * the Go SDK does (the same rules and error messages), perch_parse_duration parses Go
+ * durations, and perch_text formats messages as Go's fmt would (%q, %g, %#x).
  *
  * Build (see modules/filters/scale/README.md):
  *
- *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -std=c11 -Isdk/c \
+ *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -std=c11 -Isdk/c \
  *         -Wl,--strip-all -o mod.wasm mod.c
  */
 #ifndef PERCH_H
@@ -541,9 +553,10 @@ static inline void perch_end(perch_builder *b) {
 /* ---- Loop-free helpers ----------------------------------------------------------------------- */
 /* The Perch runtime runs wazero with close-on-context-done on (it is what lets a deadline stop a
  * spinning guest). In wazero v1.12 that makes the compiled code call out to the host at every
- * loop header it executes: each iteration of each loop costs 25-30 ns, an order of magnitude
- * more than its body usually does. Straight-line code and function calls cost nothing extra.
- * So hot paths should run as few loop iterations per record as possible:
+ * loop header it executes (the first entry included): each iteration of each loop exits to Go
+ * and back, which costs more than a typical loop body (about 3.5 ns on an x86 build server;
+ * 25-30 ns has been quoted for slower machines). Straight-line code and function calls cost
+ * nothing extra. So hot paths should run as few loop iterations per record as possible:
  *
  *   - compare and hash strings 8 bytes at a time (perch_mem_eq, perch_hash): a memcpy of a
  *     constant size compiles to a load, not a loop; up to 32 bytes they run no loop at all;
@@ -574,7 +587,8 @@ static inline uint64_t perch_load_upto8(const void *p, uint32_t n) {
 }
 
 /* perch__mem_eq_long is perch_mem_eq for n > 32: a loop over 8-byte words. */
-static inline __attribute__((noinline)) int perch__mem_eq_long(const uint8_t *a, const uint8_t *b, uint32_t n) {
+static inline __attribute__((noinline)) int perch__mem_eq_long(const uint8_t *a, const uint8_t *b,
+                                                               uint32_t n) {
     uint32_t i = 0;
     for (; i + 8 <= n; i += 8)
         if (perch_load64(a + i) != perch_load64(b + i)) return 0;
@@ -730,10 +744,22 @@ static inline int32_t perch_utf8(const uint8_t *s, uint32_t n, uint32_t *size) {
     return r;
 }
 
-/* perch_text_quote appends s quoted as Go's strconv.Quote (and %q) does: ASCII controls, the
- * quote and the backslash escaped, invalid UTF-8 bytes as \xNN. Approximation: other valid
- * runes are kept as they are except U+0080..U+009F, U+00AD, U+2028, U+2029 and U+FEFF, which
- * are written \uNNNN; Go escapes a few more non-printable runes. */
+/* perch__unprintable approximates the complement of Go's unicode.IsPrint for runes >= U+0080
+ * without Unicode's tables: the controls, spaces, format characters and private-use and
+ * non-character code points Go escapes, and the unassigned planes. It misses the unassigned code
+ * points of the other planes, which Go escapes too. */
+static inline int perch__unprintable(int32_t r) {
+    return r <= 0xA0 || r == 0xAD || r == 0x061C || r == 0x180E || r == 0x1680 ||
+           (r >= 0x2000 && r <= 0x200F) || (r >= 0x2028 && r <= 0x202F) || (r >= 0x205F && r <= 0x206F) ||
+           r == 0x3000 || (r >= 0xE000 && r <= 0xF8FF) || r == 0xFEFF || (r >= 0xFFF0 && r <= 0xFFFB) ||
+           (r & 0xFFFE) == 0xFFFE || (r >= 0x323B0 && r <= 0xE00FF) || (r >= 0xE01F0 && r <= 0xEFFFF) ||
+           r >= 0xF0000; /* 0x323B0..0xDFFFF: the unassigned planes 4 to 13 */
+}
+
+/* perch_text_quote appends s quoted as Go's strconv.Quote (and %q) does: the quote and the
+ * backslash escaped, \a \b \f \n \r \t \v, other ASCII controls and invalid UTF-8 bytes as \xNN,
+ * runes that are not printable as \uNNNN or \UNNNNNNNN, printable ones as they are (with the
+ * approximation of perch__unprintable). */
 static inline void perch_text_quote(perch_text *t, const char *s, uint32_t n) {
     static const char hex[] = "0123456789abcdef";
     perch_text_byte(t, '"');
@@ -749,8 +775,7 @@ static inline void perch_text_quote(perch_text *t, const char *s, uint32_t n) {
             e[0] = '\\', e[1] = (char)r, en = 2;
         } else if (r >= 0x20 && r < 0x7F) {
             e[0] = (char)r, en = 1;
-        } else if (r < 0x80 || (r >= 0x80 && r <= 0x9F) || r == 0xAD || r == 0x2028 || r == 0x2029 ||
-                   r == 0xFEFF) {
+        } else if (r < 0x80 || perch__unprintable(r)) {
             const char *esc = NULL;
             switch (r) {
             case '\a': esc = "\\a"; break;
@@ -766,8 +791,9 @@ static inline void perch_text_quote(perch_text *t, const char *s, uint32_t n) {
             } else if (r < 0x20 || r == 0x7F) {
                 e[0] = '\\', e[1] = 'x', e[2] = hex[r >> 4], e[3] = hex[r & 15], en = 4;
             } else {
-                e[0] = '\\', e[1] = 'u', e[2] = hex[(r >> 12) & 15], e[3] = hex[(r >> 8) & 15];
-                e[4] = hex[(r >> 4) & 15], e[5] = hex[r & 15], en = 6;
+                int digits = r < 0x10000 ? 4 : 8;
+                e[0] = '\\', e[1] = r < 0x10000 ? 'u' : 'U', en = 2;
+                for (int k = digits - 1; k >= 0; k--) e[en++] = hex[(r >> (4 * k)) & 15];
             }
         } else {
             perch_text_put(t, s + i, size); /* a printable rune: as it is */
@@ -829,7 +855,8 @@ static inline int perch_parse_duration(const char *str, uint32_t n, int64_t *d) 
         uint64_t unit = 0;
         perch_str u = {q, (uint32_t)(s - q)};
         if (perch_str_eq(u, "ns")) unit = 1;
-        else if (perch_str_eq(u, "us") || perch_str_eq(u, "\xC2\xB5s") || perch_str_eq(u, "\xCE\xBCs")) unit = 1000;
+        else if (perch_str_eq(u, "us") || perch_str_eq(u, "\xC2\xB5s") || perch_str_eq(u, "\xCE\xBCs"))
+            unit = 1000; /* us, µs (U+00B5), μs (U+03BC) */
         else if (perch_str_eq(u, "ms")) unit = 1000000;
         else if (perch_str_eq(u, "s")) unit = 1000000000ull;
         else if (perch_str_eq(u, "m")) unit = 60000000000ull;
@@ -998,10 +1025,11 @@ static inline int perch__json_syntax(perch__json *j, const char *context) {
         perch_text_cstr(j->err, "invalid character ");
         if (c == '\'') perch_text_cstr(j->err, "'\\''");
         else if (c == '"') perch_text_cstr(j->err, "'\"'");
-        else {
-            char one = (char)c;
+        else { /* Go quotes the byte as the rune U+0000..U+00FF */
+            char rune[2] = {(char)c, 0};
+            if (c >= 0x80) rune[0] = (char)(0xC0 | c >> 6), rune[1] = (char)(0x80 | (c & 0x3F));
             uint32_t mark = j->err->len;
-            perch_text_quote(j->err, c < 0x80 ? &one : "\xEF\xBF\xBD", c < 0x80 ? 1 : 3);
+            perch_text_quote(j->err, rune, c < 0x80 ? 1 : 2);
             if (j->err->len - mark >= 2) { /* "x" -> 'x' */
                 j->err->p[mark] = '\'';
                 j->err->p[j->err->len - 1] = '\'';
@@ -1037,7 +1065,10 @@ static inline int perch__json_hex4(perch__json *j, const char *p, int32_t *r) {
         j->p = p;
         if (p >= j->end) return perch__json_syntax(j, "");
         char c = *p;
-        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (v < 0) return perch__json_syntax(j, "in \\u hexadecimal character escape");
         *r = *r << 4 | v;
     }
@@ -1050,7 +1081,8 @@ static inline void perch__json_rune(perch__json *j, int32_t r, uint32_t *w) {
     if (r < 0x80) b[0] = (uint8_t)r, n = 1;
     else if (r < 0x800) b[0] = (uint8_t)(0xC0 | r >> 6), b[1] = (uint8_t)(0x80 | (r & 0x3F)), n = 2;
     else if (r < 0x10000)
-        b[0] = (uint8_t)(0xE0 | r >> 12), b[1] = (uint8_t)(0x80 | ((r >> 6) & 0x3F)), b[2] = (uint8_t)(0x80 | (r & 0x3F)), n = 3;
+        b[0] = (uint8_t)(0xE0 | r >> 12), b[1] = (uint8_t)(0x80 | ((r >> 6) & 0x3F)),
+        b[2] = (uint8_t)(0x80 | (r & 0x3F)), n = 3;
     else
         b[0] = (uint8_t)(0xF0 | r >> 18), b[1] = (uint8_t)(0x80 | ((r >> 12) & 0x3F)),
         b[2] = (uint8_t)(0x80 | ((r >> 6) & 0x3F)), b[3] = (uint8_t)(0x80 | (r & 0x3F)), n = 4;
@@ -1095,8 +1127,8 @@ static inline int perch__json_string(perch__json *j, perch_str *out) {
             p += 5;
             if (r >= 0xD800 && r < 0xE000) {
                 /* a surrogate: a valid pair makes one rune, anything else U+FFFD */
-                if (r < 0xDC00 && j->end - p >= 6 && p[0] == '\\' && p[1] == 'u' && perch__json_hex4(j, p + 2, &r2) &&
-                    r2 >= 0xDC00 && r2 < 0xE000) {
+                if (r < 0xDC00 && j->end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
+                    perch__json_hex4(j, p + 2, &r2) && r2 >= 0xDC00 && r2 < 0xE000) {
                     r = 0x10000 + ((r - 0xD800) << 10) + (r2 - 0xDC00);
                     p += 6;
                 } else {
@@ -1357,7 +1389,9 @@ static inline int perch_config_decode(const char *json, uint32_t len, const perc
         int type = perch__json_value(&j, &v, 1);
         if (type == 0) return 0;
         if (f != NULL) {
-            const char *want = f->kind == PERCH_CFG_STRING ? "string" : f->kind == PERCH_CFG_INT ? "int" : "float64";
+            const char *want = f->kind == PERCH_CFG_STRING ? "string"
+                               : f->kind == PERCH_CFG_INT  ? "int"
+                                                           : "float64";
             int ok = 0, with_text = 0;
             if (type == PERCH__JSON_NULL) {
                 ok = 1;
@@ -1379,7 +1413,8 @@ static inline int perch_config_decode(const char *json, uint32_t len, const perc
                 }
                 with_text = 1;
                 if (ok && f->kind == PERCH_CFG_FLOAT) *(double *)f->dst = x;
-                if (ok && f->kind == PERCH_CFG_OPT_FLOAT) *(perch_opt_float *)f->dst = (perch_opt_float){1, x};
+                if (ok && f->kind == PERCH_CFG_OPT_FLOAT)
+                    *(perch_opt_float *)f->dst = (perch_opt_float){1, x};
             }
             if (!ok) {
                 perch_text *e = perch__json_fail(&j);

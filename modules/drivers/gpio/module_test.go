@@ -1,0 +1,203 @@
+package gpio_test
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/perch-edge/perch/hal/sim"
+	"github.com/perch-edge/perch/runtime"
+	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/sdk/abi"
+	"github.com/perch-edge/perch/sdk/perchtest"
+)
+
+// The gpio driver module is written in C (wasm/gpio.c, built by make modules). These tests run
+// it in the real engine over hal/sim's Button: it reports the level at the first poll and at
+// every change, and every fault of the line that a read can see comes back as an errno.
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+func (c *clock) ns() int64 { return c.now().UnixNano() }
+func (c *clock) set(d time.Duration) {
+	c.mu.Lock()
+	c.t = epoch.Add(d)
+	c.mu.Unlock()
+}
+
+var grant17 = config.Grants{GPIO: []config.GPIOGrant{{Line: 17, Mode: "in"}}}
+
+// bench is a button on line 17 and the module reading it, on one clock.
+func bench(t *testing.T, level sim.Signal, cfg map[string]any) (*sim.Button, *clock, *perchtest.Module) {
+	t.Helper()
+	clk := &clock{t: epoch}
+	b := sim.NewButton(level, clk.now)
+	p := sim.NewProvider()
+	if err := p.AttachGPIO(17, b); err != nil {
+		t.Fatal(err)
+	}
+	m := perchtest.Load(t, perchtest.Options{Wasm: perchtest.Built(t, "gpio"), Config: cfg, Grants: grant17, HAL: p, Now: clk.ns})
+	return b, clk, m
+}
+
+// report is one reading of the driver.
+type report struct {
+	at             time.Duration
+	level, changes float64
+}
+
+// pollEvery polls every step from step to end and returns the readings, checking their shape.
+func pollEvery(t *testing.T, m *perchtest.Module, clk *clock, step, end time.Duration, series string) []report {
+	t.Helper()
+	var got []report
+	for at := step; at <= end; at += step {
+		clk.set(at)
+		for _, r := range m.Poll(t, 4) {
+			if r.Kind != abi.KindReading || r.Series != series || len(r.Fields) != 2 {
+				t.Fatalf("record %+v", r)
+			}
+			got = append(got, report{at, r.Fields["level"], r.Fields["changes"]})
+		}
+	}
+	return got
+}
+
+// presses: pressed from 1 s to 1.5 s and from 3 s to 4 s.
+var presses = sim.Signal{Sum: []sim.Signal{
+	{Shape: "spike", Amplitude: 1, Start: sim.Duration(time.Second), Width: sim.Duration(500 * time.Millisecond)},
+	{Shape: "spike", Amplitude: 1, Start: sim.Duration(3 * time.Second), Width: sim.Duration(time.Second)},
+}}
+
+func TestModuleEdges(t *testing.T) {
+	b, clk, m := bench(t, presses, map[string]any{"line": 17})
+	got := pollEvery(t, m, clk, 10*time.Millisecond, 5*time.Second, "button")
+	want := []report{{10 * time.Millisecond, 0, 0}} // the first poll reports the level
+	for i, e := range b.Edges(epoch, epoch.Add(5*time.Second), 10*time.Millisecond) {
+		lv := 0.0
+		if e.Level {
+			lv = 1
+		}
+		want = append(want, report{e.Time.Sub(epoch), lv, float64(i + 1)})
+	}
+	if len(want) != 5 || !equal(got, want) {
+		t.Errorf("readings\n%v\nwant\n%v", got, want)
+	}
+}
+
+func TestModuleDebounce(t *testing.T) {
+	// A 5 ms bounce at 1 s, then a press from 2 s to 3 s.
+	level := sim.Signal{Sum: []sim.Signal{
+		{Shape: "spike", Amplitude: 1, Start: sim.Duration(time.Second), Width: sim.Duration(5 * time.Millisecond)},
+		{Shape: "spike", Amplitude: 1, Start: sim.Duration(2 * time.Second), Width: sim.Duration(time.Second)},
+	}}
+	_, clk, m := bench(t, level, map[string]any{"line": 17, "debounce": "20ms", "series": "door"})
+	got := pollEvery(t, m, clk, 5*time.Millisecond, 4*time.Second, "door")
+	// Seen high from 2 s, reported once it held for 20 ms; the same on release at 3 s.
+	want := []report{{5 * time.Millisecond, 0, 0}, {2020 * time.Millisecond, 1, 1}, {3020 * time.Millisecond, 0, 2}}
+	if !equal(got, want) {
+		t.Errorf("readings\n%v\nwant\n%v", got, want)
+	}
+}
+
+func equal(a, b []report) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestModuleFaults: a timeout or a disconnect fails the poll with its errno (the module stays up
+// and reports the level again afterwards); a stuck line cannot be told from a still one, so it is
+// no error: the level just stops changing.
+func TestModuleFaults(t *testing.T) {
+	for _, c := range []struct {
+		kind sim.FaultKind
+		want abi.Errno
+	}{{sim.FaultTimeout, abi.ETIMEDOUT}, {sim.FaultDisconnect, abi.ENODEV}} {
+		t.Run(string(c.kind), func(t *testing.T) {
+			b, clk, m := bench(t, sim.Signal{Shape: "step", From: 0, To: 1, Start: sim.Duration(2 * time.Second)}, map[string]any{"line": 17})
+			b.Faults().Script([]sim.Fault{{Kind: c.kind, At: sim.Duration(time.Second), For: sim.Duration(2 * time.Second)}})
+			var errs []string
+			var levels []float64
+			for at := 500 * time.Millisecond; at <= 4*time.Second; at += 500 * time.Millisecond {
+				clk.set(at)
+				out, err := m.TryPoll(1)
+				var ee *runtime.ErrnoError
+				switch {
+				case err == nil:
+					errs = append(errs, "ok")
+				case errors.As(err, &ee):
+					errs = append(errs, ee.Errno.String())
+				default:
+					t.Fatalf("at %v: %v", at, err)
+				}
+				for _, r := range out {
+					levels = append(levels, r.Fields["level"])
+				}
+			}
+			w := c.want.String()
+			if got, want := strings.Join(errs, " "), "ok "+w+" "+w+" "+w+" "+w+" ok ok ok"; got != want {
+				t.Errorf("polls: %s, want %s", got, want)
+			}
+			if len(levels) != 2 || levels[0] != 0 || levels[1] != 1 {
+				t.Errorf("levels %v, want 0 then 1 (the step, seen after the fault)", levels)
+			}
+		})
+	}
+	t.Run("stuck", func(t *testing.T) {
+		b, clk, m := bench(t, sim.Signal{Shape: "step", From: 0, To: 1, Start: sim.Duration(2 * time.Second)}, map[string]any{"line": 17})
+		b.Faults().Script([]sim.Fault{{Kind: sim.FaultStuck, At: sim.Duration(time.Second), For: sim.Duration(2 * time.Second)}})
+		got := pollEvery(t, m, clk, 500*time.Millisecond, 4*time.Second, "button")
+		if want := []report{{500 * time.Millisecond, 0, 0}, {3 * time.Second, 1, 1}}; !equal(got, want) {
+			t.Errorf("readings %v, want %v (the step shows only once the line is free)", got, want)
+		}
+	})
+}
+
+func TestModuleInit(t *testing.T) {
+	p := sim.NewProvider()
+	if err := p.AttachGPIO(17, sim.NewButton(sim.Signal{}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cfg   map[string]any
+		errno abi.Errno
+		why   string // what the module logs
+	}{
+		{map[string]any{}, abi.EINVAL, "config: line: want a GPIO line number (0 or more), got -1"},
+		{map[string]any{"line": 17, "debounce": "5"}, abi.EINVAL, `config: debounce: want a duration such as "20ms", got "5"`},
+		{map[string]any{"line": 17, "pin": 3}, abi.EINVAL, `perch: config: json: unknown field "pin"`},
+		{map[string]any{"line": 18}, abi.EPERM, "gpio: read line 18: perch: EPERM"}, // granted 17 only
+	} {
+		_, err := perchtest.Open(perchtest.Options{Wasm: perchtest.Built(t, "gpio"), Config: c.cfg, Grants: grant17, HAL: p})
+		if err == nil || !strings.Contains(err.Error(), "perch_init returned perch: "+c.errno.String()) {
+			t.Errorf("%v: %v, want an init error with %v (%s)", c.cfg, err, c.errno, c.why)
+		}
+	}
+	// A line with nothing on it: init goes on, polls say ENODEV.
+	m := perchtest.Load(t, perchtest.Options{Wasm: perchtest.Built(t, "gpio"), Config: map[string]any{"line": 17}, Grants: grant17, HAL: sim.NewProvider()})
+	var ee *runtime.ErrnoError
+	if _, err := m.TryPoll(1); !errors.As(err, &ee) || ee.Errno != abi.ENODEV {
+		t.Errorf("poll on an empty line: %v, want ENODEV", err)
+	}
+	if _, err := m.TryPoll(-1); !errors.As(err, &ee) || ee.Errno != abi.EINVAL {
+		t.Errorf("poll -1: %v, want EINVAL", err)
+	}
+}

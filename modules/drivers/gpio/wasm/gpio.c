@@ -1,0 +1,127 @@
+/*
+ * gpio - the Perch driver for a GPIO input (a button, a limit switch, a door contact), in C: at
+ * each poll it samples the line through perch:hal/v1 and emits a reading when the level changed
+ * (and the first time). See ../README.md.
+ *
+ * Config (JSON): {"line": 17, "series": "button", "debounce": "0s"}; line is required, the others
+ * optional with those defaults. With a debounce, a new level is reported once it has been seen
+ * on every poll for at least that long.
+ *
+ * Records out: kind reading, time 0 (the host stamps it), source empty (the host fills it in),
+ * the configured series, fields level (0 or 1) and changes (level changes reported so far).
+ *
+ * Build (from the repository root; make modules does this):
+ *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -std=c11 -Wall -Wextra \
+ *         -Werror -Isdk/c -Wl,--strip-all -o build/modules/gpio.wasm modules/drivers/gpio/wasm/gpio.c
+ */
+#include "perch.h"
+
+static int32_t line;
+static int64_t debounce_ns;
+static int reported = -1;  /* the level last reported; -1: none yet */
+static int candidate = -1; /* a level seen that differs from the one reported */
+static int64_t candidate_since;
+static double changes;
+
+static uint8_t record[PERCH_HEADER_SIZE + 1 + 1 + PERCH_MAX_STRING + (1 + 5 + 8) + (1 + 7 + 8)];
+static uint32_t record_len, level_at, changes_at;
+
+static perch_buf in;
+
+PERCH_DEFINE_ABI_VERSION()
+PERCH_DEFINE_BUFFER(in)
+
+perch_errno perch_init(void) {
+    static char msgbuf[1024];
+    perch_text msg = perch_text_init(msgbuf, sizeof msgbuf);
+    perch_text_cstr(&msg, "perch_init failed: ");
+    char *json = NULL, *arena = NULL;
+    uint32_t n = 0;
+    perch_errno e = perch_config_read(&json, &n);
+    if (e != PERCH_OK) {
+        perch_text_cstr(&msg, "perch: config: perch: ");
+        perch_text_cstr(&msg, perch_errno_name(e));
+        perch_log_text(PERCH_LEVEL_ERROR, &msg);
+        return e;
+    }
+    int64_t c_line = -1;
+    perch_str series = PERCH_STR("button"), debounce = PERCH_STR("0s");
+    perch_cfg_field fields[] = {{"line", PERCH_CFG_INT, &c_line},
+                                {"series", PERCH_CFG_STRING, &series},
+                                {"debounce", PERCH_CFG_STRING, &debounce}};
+    e = PERCH_EINVAL;
+    if (!perch_config_decode(json, n, fields, 3, "gpio.Config", &msg, &arena)) goto done;
+    if (c_line < 0 || c_line > INT32_MAX) {
+        perch_text_cstr(&msg, "config: line: want a GPIO line number (0 or more), got ");
+        perch_text_i64(&msg, c_line);
+        goto done;
+    }
+    if (!perch_parse_duration(debounce.ptr, debounce.len, &debounce_ns) || debounce_ns < 0) {
+        perch_text_cstr(&msg, "config: debounce: want a duration such as \"20ms\", got ");
+        perch_text_quote(&msg, debounce.ptr, debounce.len);
+        goto done;
+    }
+    if (series.len == 0) series = PERCH_STR("button");
+    line = (int32_t)c_line;
+    perch_builder t;
+    perch_builder_init(&t, record, sizeof record);
+    perch_begin(&t, PERCH_KIND_READING, 0, PERCH_STR(""), series);
+    perch_field(&t, PERCH_STR("level"), 0);
+    level_at = t.len - 8;
+    perch_field(&t, PERCH_STR("changes"), 0);
+    changes_at = t.len - 8;
+    perch_end(&t);
+    record_len = t.len;
+    /* A line that is not granted is a configuration error; a device that does not answer now
+     * may later, and poll reports it. */
+    uint8_t level;
+    e = perch_gpio_read(line, &level);
+    if (e == PERCH_EPERM) {
+        perch_text_cstr(&msg, "gpio: read line ");
+        perch_text_i64(&msg, line);
+        perch_text_cstr(&msg, ": perch: EPERM");
+        goto done;
+    }
+    e = PERCH_OK;
+done:
+    if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, &msg);
+    free(arena);
+    free(json);
+    return e;
+}
+
+perch_errno perch_poll(int32_t max) {
+    if (max < 0) return PERCH_EINVAL;
+    if (max == 0) return PERCH_OK;
+    uint8_t level;
+    perch_errno e = perch_gpio_read(line, &level);
+    if (e != PERCH_OK) {
+        char buf[96];
+        perch_text why = perch_text_init(buf, sizeof buf);
+        perch_text_cstr(&why, "perch_poll failed: gpio: read line ");
+        perch_text_i64(&why, line);
+        perch_text_cstr(&why, ": perch: ");
+        perch_text_cstr(&why, perch_errno_name(e));
+        perch_log_text(PERCH_LEVEL_ERROR, &why);
+        candidate = -1; /* a debounce starts over after a failed read */
+        return e;
+    }
+    int v = level != 0;
+    if (v == reported) {
+        candidate = -1;
+        return PERCH_OK;
+    }
+    int64_t now = perch_now_ns();
+    if (v != candidate) {
+        candidate = v;
+        candidate_since = now;
+    }
+    if (reported >= 0 && now - candidate_since < debounce_ns) return PERCH_OK; /* not settled yet */
+    if (reported >= 0) changes++;
+    reported = v;
+    candidate = -1;
+    double lv = v;
+    memcpy(record + level_at, &lv, 8);
+    memcpy(record + changes_at, &changes, 8);
+    return perch_emit(record, record_len);
+}

@@ -1,0 +1,139 @@
+package config
+
+import (
+	"net/url"
+	"os"
+	"reflect"
+	"time"
+)
+
+// Uplink configures the MQTT uplink. The zero value (no uplink: section) means no uplink.
+//
+//	uplink:
+//	  broker: tls://broker.example:8883   # tcp://, mqtt://, tls://, ssl:// or mqtts://
+//	  client_id: perch-lab-box1           # default perch-<site>-<device>
+//	  keepalive: 30s
+//	  in_flight: 32                       # unacknowledged messages at most
+//	  heartbeat: 60s                      # status heartbeat period
+//	  outbox_max_bytes: 67108864          # outbox quota in payload bytes
+//	  daily_budget_bytes: 10485760        # upstream bytes per UTC day; 0: no budget
+//	  raw_readings: {enabled: false, max_per_second: 10}
+//	  tls: {ca_file: ca.pem, cert_file: box.pem, key_file: box.key}
+type Uplink struct {
+	Broker         string   `yaml:"broker"`           // URL of the MQTT broker; required
+	ClientID       string   `yaml:"client_id"`        // default perch-<site>-<device>
+	Keepalive      Duration `yaml:"keepalive"`        // MQTT keepalive; default 30s
+	InFlight       int      `yaml:"in_flight"`        // unacknowledged publishes; default 32
+	Heartbeat      Duration `yaml:"heartbeat"`        // status heartbeat period; default 60s
+	OutboxMaxBytes int64    `yaml:"outbox_max_bytes"` // outbox quota; default 64 MiB
+	// DailyBudgetBytes bounds the payload bytes sent per UTC day: past 80 % of it only alerts
+	// and summaries go, past all of it only alerts (the rest waits in the outbox); it may be
+	// overshot by up to in_flight messages. 0: none.
+	DailyBudgetBytes int64       `yaml:"daily_budget_bytes"`
+	RawReadings      RawReadings `yaml:"raw_readings"` // raw readings upstream (opt-in)
+	TLS              TLS         `yaml:"tls"`          // server CA and client certificate
+}
+
+// RawReadings sends raw readings upstream, at most MaxPerSecond of them (the others are only
+// recorded).
+type RawReadings struct {
+	Enabled      bool    `yaml:"enabled"`
+	MaxPerSecond float64 `yaml:"max_per_second"` // default 1
+}
+
+// TLS configures the connection to a tls:// broker. Relative paths are from the config file.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`   // PEM CA bundle of the broker; default the system's
+	CertFile string `yaml:"cert_file"` // PEM client certificate, for mutual TLS
+	KeyFile  string `yaml:"key_file"`  // its PEM private key
+}
+
+// Uplink defaults.
+const (
+	DefaultUplinkKeepalive = 30 * time.Second
+	DefaultUplinkInFlight  = 32
+	DefaultUplinkHeartbeat = 60 * time.Second
+	DefaultOutboxMaxBytes  = 64 << 20
+)
+
+// Enabled reports whether the config has an uplink.
+func (u *Uplink) Enabled() bool { return u.Broker != "" }
+
+// TLSScheme reports whether the broker URL asks for TLS.
+func (u *Uplink) TLSScheme() bool {
+	b, err := url.Parse(u.Broker)
+	return err == nil && isTLSScheme(b.Scheme)
+}
+
+func isTLSScheme(s string) bool { return s == "tls" || s == "ssl" || s == "mqtts" }
+
+// uplink validates the uplink section and fills in its defaults.
+func (p *parser) uplink(c *Config) {
+	u := &c.Uplink
+	if reflect.ValueOf(*u).IsZero() {
+		return
+	}
+	if u.Broker == "" {
+		p.errf("uplink.broker", "required (or remove the uplink section)")
+	} else if b, err := url.Parse(u.Broker); err != nil {
+		p.errf("uplink.broker", "%v", err)
+	} else {
+		switch {
+		case b.Scheme != "tcp" && b.Scheme != "mqtt" && !isTLSScheme(b.Scheme):
+			p.errf("uplink.broker", "want tcp://, mqtt://, tls://, ssl:// or mqtts://, got %q", u.Broker)
+		case b.Hostname() == "" || b.Port() == "":
+			p.errf("uplink.broker", "want a host and a port, such as tcp://127.0.0.1:1883, got %q", u.Broker)
+		case !isTLSScheme(b.Scheme) && u.TLS != (TLS{}):
+			p.errf("uplink.tls", "the broker %q is not a tls:// URL", u.Broker)
+		}
+	}
+	if u.ClientID == "" {
+		u.ClientID = "perch-" + c.Site + "-" + c.Device
+	}
+	if len(u.ClientID) > 23*4 {
+		p.errf("uplink.client_id", "at most 92 bytes")
+	}
+	if u.Keepalive == 0 {
+		u.Keepalive = Duration(DefaultUplinkKeepalive)
+	} else if u.Keepalive.D() < time.Second {
+		p.errf("uplink.keepalive", "at least 1s")
+	}
+	if u.InFlight == 0 {
+		u.InFlight = DefaultUplinkInFlight
+	} else if u.InFlight < 0 || u.InFlight > 65535 {
+		p.errf("uplink.in_flight", "want 1 to 65535, got %d", u.InFlight)
+	}
+	if u.Heartbeat == 0 {
+		u.Heartbeat = Duration(DefaultUplinkHeartbeat)
+	} else if u.Heartbeat.D() < time.Second {
+		p.errf("uplink.heartbeat", "at least 1s")
+	}
+	if u.OutboxMaxBytes == 0 {
+		u.OutboxMaxBytes = DefaultOutboxMaxBytes
+	} else if u.OutboxMaxBytes < 0 {
+		p.errf("uplink.outbox_max_bytes", "must not be negative")
+	}
+	if u.DailyBudgetBytes < 0 {
+		p.errf("uplink.daily_budget_bytes", "must not be negative")
+	}
+	if u.RawReadings.MaxPerSecond < 0 {
+		p.errf("uplink.raw_readings.max_per_second", "must not be negative")
+	} else if u.RawReadings.MaxPerSecond == 0 {
+		u.RawReadings.MaxPerSecond = 1
+	}
+	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
+		p.errf("uplink.tls", "cert_file and key_file go together")
+	}
+	for _, f := range []struct {
+		field string
+		path  *string
+	}{{"ca_file", &u.TLS.CAFile}, {"cert_file", &u.TLS.CertFile}, {"key_file", &u.TLS.KeyFile}} {
+		if *f.path == "" {
+			continue
+		}
+		*f.path = p.abs(*f.path)
+		if _, err := os.Stat(*f.path); err != nil {
+			p.errf("uplink.tls."+f.field, "%v", err)
+		}
+	}
+}

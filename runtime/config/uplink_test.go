@@ -1,0 +1,81 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestUplinkDefaults(t *testing.T) {
+	dir := testDir(t)
+	cfg, err := parse(dir, "site: s\ndevice: d\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Uplink.Enabled() {
+		t.Error("no uplink section, but Enabled")
+	}
+	cfg, err = parse(dir, "site: s\ndevice: d\nuplink:\n  broker: tcp://127.0.0.1:1883\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := cfg.Uplink
+	if !u.Enabled() || u.ClientID != "perch-s-d" || u.Keepalive.D() != 30*time.Second ||
+		u.InFlight != 32 || u.Heartbeat.D() != time.Minute || u.OutboxMaxBytes != 64<<20 ||
+		u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 1 || u.TLSScheme() {
+		t.Errorf("defaults: %+v", u)
+	}
+}
+
+func TestUplinkTLS(t *testing.T) {
+	dir := testDir(t)
+	for _, f := range []string{"ca.pem", "box.pem", "box.key"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := parse(dir, `site: s
+device: d
+uplink:
+  broker: tls://broker:8883
+  client_id: box
+  keepalive: 10s
+  in_flight: 8
+  heartbeat: 5s
+  outbox_max_bytes: 1000000
+  raw_readings: {enabled: true, max_per_second: 2.5}
+  tls: {ca_file: ca.pem, cert_file: box.pem, key_file: box.key}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := cfg.Uplink
+	if u.TLS.CAFile != filepath.Join(dir, "ca.pem") || !u.TLSScheme() || u.InFlight != 8 ||
+		!u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 2.5 {
+		t.Errorf("%+v", u)
+	}
+}
+
+func TestUplinkErrors(t *testing.T) {
+	dir := testDir(t)
+	for _, tc := range []struct{ yaml, want string }{
+		{"uplink:\n  in_flight: 3\n", "perch.yaml:3: uplink.broker: required"},
+		{"uplink:\n  broker: http://x:1\n", "uplink.broker: want tcp://"},
+		{"uplink:\n  broker: tcp://x\n", "want a host and a port"},
+		{"uplink:\n  broker: tcp://x:1\n  tls: {ca_file: ca.pem}\n", "uplink.tls: the broker"},
+		{"uplink:\n  broker: tls://x:1\n  tls: {cert_file: c.pem}\n", "cert_file and key_file go together"},
+		{"uplink:\n  broker: tls://x:1\n  tls: {ca_file: missing.pem}\n", "perch.yaml:5: uplink.tls.ca_file:"},
+		{"uplink:\n  broker: tcp://x:1\n  in_flight: -1\n", "uplink.in_flight: want 1 to 65535"},
+		{"uplink:\n  broker: tcp://x:1\n  keepalive: 10ms\n", "uplink.keepalive: at least 1s"},
+		{"uplink:\n  broker: tcp://x:1\n  outbox_max_bytes: -5\n", "uplink.outbox_max_bytes: must not be negative"},
+		{"uplink:\n  broker: tcp://x:1\n  bogus: 1\n", "field bogus not found"},
+		{"uplink:\n  broker: tcp://x:1\n  daily_budget_bytes: -1\n", "uplink.daily_budget_bytes: must not be negative"},
+	} {
+		_, err := parse(dir, "site: s\ndevice: d\n"+tc.yaml)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,369 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+// Outbox priorities: the uplink sends rows in order of priority, then id. The outbox quota drops
+// the highest numbers first.
+const (
+	PriorityAlert   = 0
+	PrioritySummary = 1
+	PriorityEvent   = 2
+	PriorityReading = 3
+	numPriorities   = 4
+)
+
+// EventUplinkDropped is the event kind the outbox quota records when it drops rows.
+const EventUplinkDropped = "uplink.dropped"
+
+// priorityNames name the priorities in uplink.dropped events and in [OutboxStats].
+var priorityNames = [numPriorities]string{"alerts", "summaries", "events", "readings"}
+
+// UpstreamFunc decides whether a record goes upstream. It returns the MQTT topic, the priority
+// (PriorityAlert ... PriorityReading) and the payload: a JSON object without its "id" member, which
+// the uplink adds when it publishes (see [OutboxRow]). It is called on the writer goroutine, one
+// record at a time, inside the transaction that records r; it must not keep r nor block.
+type UpstreamFunc func(r *abi.Record) (topic string, priority int, payload []byte, ok bool)
+
+// OutboxRow is one message waiting to go upstream.
+type OutboxRow struct {
+	ID        int64  // the row id: the message id the far side uses to drop duplicates
+	Priority  int    // PriorityAlert ... PriorityReading
+	Topic     string // MQTT topic
+	Payload   []byte // a JSON object without "id"; see [OutboxRow.Message]
+	CreatedNS int64  // when it was queued, ns since the Unix epoch
+}
+
+// Message returns the payload with the row id as its first member: {"id":ID,...}.
+func (r *OutboxRow) Message() []byte {
+	id := fmt.Appendf(nil, `{"id":%d`, r.ID)
+	body := r.Payload
+	if len(body) < 2 || body[0] != '{' {
+		return append(id, '}')
+	}
+	if strings.TrimSpace(string(body[1:])) != "}" {
+		id = append(id, ',')
+	}
+	return append(id, body[1:]...)
+}
+
+// OutboxCursor is where a reader of the outbox is, per priority: [Store.OutboxPending] returns
+// the rows of each priority whose id is above the cursor's. The zero value is the start of the
+// backlog.
+type OutboxCursor [numPriorities]int64
+
+// Advance moves the cursor past row.
+func (c *OutboxCursor) Advance(row *OutboxRow) {
+	if row.Priority >= 0 && row.Priority < numPriorities && row.ID > c[row.Priority] {
+		c[row.Priority] = row.ID
+	}
+}
+
+// OutboxPending returns up to limit rows after cursor, in order of priority, then id: every
+// pending alert before any summary, and so on. The uplink reads from the zero cursor after each
+// reconnect, so unacknowledged rows are sent again in order. It is safe for concurrent use.
+func (s *Store) OutboxPending(ctx context.Context, cursor OutboxCursor, limit int) ([]OutboxRow, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	var out []OutboxRow
+	for p := 0; p < numPriorities && len(out) < limit; p++ {
+		rows, err := s.ro.QueryContext(ctx, `SELECT id, topic, payload, created_ns FROM outbox
+			WHERE priority = ? AND id > ? ORDER BY id LIMIT ?`, p, cursor[p], limit-len(out))
+		if err != nil {
+			return nil, fmt.Errorf("store: outbox: %w", err)
+		}
+		for rows.Next() {
+			r := OutboxRow{Priority: p}
+			if err := rows.Scan(&r.ID, &r.Topic, &r.Payload, &r.CreatedNS); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: outbox: %w", err)
+			}
+			out = append(out, r)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, fmt.Errorf("store: outbox: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Ack deletes the outbox rows whose PUBACK the uplink saw, in one transaction, and adds their
+// bytes to bytes_published. Ids that are not in the outbox (acknowledged before, or dropped by
+// the quota) are ignored. It returns once the deletion is committed; it is safe for concurrent
+// use.
+func (s *Store) Ack(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	tx, err := s.rw.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: ack: %w", err)
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	st, err := tx.PrepareContext(ctx, "DELETE FROM outbox WHERE id = ? RETURNING bytes")
+	if err != nil {
+		return fmt.Errorf("store: ack: %w", err)
+	}
+	defer st.Close()
+	var rows, bytes int64
+	for _, id := range ids {
+		var n int64
+		err := st.QueryRowContext(ctx, id).Scan(&n)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("store: ack %d: %w", id, err)
+		}
+		rows++
+		bytes += n
+	}
+	if rows > 0 {
+		day := dayStart(time.Now())
+		_, err = tx.ExecContext(ctx, `UPDATE uplink_counters SET bytes_published = bytes_published + ?1,
+			rows_published = rows_published + ?2, outbox_rows = outbox_rows - ?2,
+			outbox_bytes = outbox_bytes - ?1,
+			day_bytes = CASE WHEN day_start_ns = ?3 THEN day_bytes + ?1 ELSE ?1 END,
+			day_start_ns = ?3 WHERE id = 1`, bytes, rows, day)
+		if err != nil {
+			return fmt.Errorf("store: ack: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: ack: %w", err)
+	}
+	return nil
+}
+
+// OutboxStats are the uplink's counters (totals since the database was created) and its backlog.
+type OutboxStats struct {
+	BytesIngested  int64 // bytes of record batches the pipeline recorded
+	BytesPublished int64 // payload bytes the broker acknowledged
+	RowsPublished  int64
+	RowsDropped    int64 // rows the outbox quota dropped
+	BytesDropped   int64
+	PublishedToday int64                       // payload bytes acknowledged since midnight UTC
+	Rows           int64                       // rows in the outbox now
+	Bytes          int64                       // their payload bytes
+	Backlog        [numPriorities]BacklogStats // per priority
+}
+
+// BacklogStats is the backlog of one priority.
+type BacklogStats struct {
+	Name     string // "alerts", "summaries", "events" or "readings"
+	Rows     int64
+	Bytes    int64
+	OldestNS int64 // created_ns of the oldest row; 0 if none
+}
+
+// OutboxStats returns the uplink's counters and backlog from the last commit. It is safe for
+// concurrent use.
+func (s *Store) OutboxStats(ctx context.Context) (OutboxStats, error) {
+	var st OutboxStats
+	if err := s.checkOpen(); err != nil {
+		return st, err
+	}
+	err := s.ro.QueryRowContext(ctx, `SELECT bytes_ingested, bytes_published, rows_published,
+		rows_dropped, bytes_dropped, outbox_rows, outbox_bytes,
+		CASE WHEN day_start_ns = ? THEN day_bytes ELSE 0 END FROM uplink_counters WHERE id = 1`,
+		dayStart(time.Now())).Scan(
+		&st.BytesIngested, &st.BytesPublished, &st.RowsPublished, &st.RowsDropped, &st.BytesDropped,
+		&st.Rows, &st.Bytes, &st.PublishedToday)
+	if err != nil {
+		return st, fmt.Errorf("store: outbox stats: %w", err)
+	}
+	for p := range st.Backlog {
+		st.Backlog[p].Name = priorityNames[p]
+	}
+	rows, err := s.ro.QueryContext(ctx, `SELECT priority, count(*), sum(bytes), min(created_ns)
+		FROM outbox GROUP BY priority`)
+	if err != nil {
+		return st, fmt.Errorf("store: outbox stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p int
+		var b BacklogStats
+		if err := rows.Scan(&p, &b.Rows, &b.Bytes, &b.OldestNS); err != nil {
+			return st, fmt.Errorf("store: outbox stats: %w", err)
+		}
+		if p >= 0 && p < numPriorities {
+			b.Name = priorityNames[p]
+			st.Backlog[p] = b
+		}
+	}
+	return st, rows.Err()
+}
+
+// OutboxNotify returns a channel that receives a value (without blocking the writer: at most one
+// waits) after each commit that added rows to the outbox.
+func (s *Store) OutboxNotify() <-chan struct{} { return s.outboxReady }
+
+// outboxTx is what one group commit adds to the outbox and the counters.
+type outboxTx struct {
+	rows, bytes int64 // rows and payload bytes inserted
+	ingested    int64 // bytes of record batches inserted
+}
+
+// enqueue inserts r into the outbox if the Upstream hook sends it.
+func (in *inserter) enqueue(r *abi.Record) error {
+	if in.upstream == nil {
+		return nil
+	}
+	topic, prio, payload, ok := in.upstream(r)
+	if !ok {
+		return nil
+	}
+	if prio < 0 || prio >= numPriorities {
+		prio = PriorityEvent
+	}
+	return in.outboxRow(topic, prio, payload)
+}
+
+func (in *inserter) outboxRow(topic string, prio int, payload []byte) error {
+	if payload == nil {
+		payload = []byte("{}")
+	}
+	if _, err := in.exec(tabOutbox, prio, topic, payload, len(payload), in.now); err != nil {
+		return fmt.Errorf("insert outbox: %w", err)
+	}
+	in.out.rows++
+	in.out.bytes += int64(len(payload))
+	return nil
+}
+
+// finishOutbox updates the counters in the transaction and, if the outbox is over maxBytes,
+// drops rows: the lowest priority first, oldest first, and records an uplink.dropped event.
+func (in *inserter) finishOutbox(maxBytes int64) error {
+	o := in.out
+	if o.rows == 0 && o.ingested == 0 {
+		return nil
+	}
+	_, err := in.tx.ExecContext(in.ctx, `UPDATE uplink_counters SET bytes_ingested = bytes_ingested + ?,
+		outbox_rows = outbox_rows + ?, outbox_bytes = outbox_bytes + ? WHERE id = 1`,
+		o.ingested, o.rows, o.bytes)
+	if err != nil {
+		return fmt.Errorf("uplink counters: %w", err)
+	}
+	if o.rows == 0 || maxBytes <= 0 {
+		return nil
+	}
+	var total int64
+	if err := in.tx.QueryRowContext(in.ctx, "SELECT outbox_bytes FROM uplink_counters WHERE id = 1").Scan(&total); err != nil {
+		return fmt.Errorf("uplink counters: %w", err)
+	}
+	if total <= maxBytes {
+		return nil
+	}
+	return dropOutbox(in.ctx, in.tx, total-maxBytes, maxBytes)
+}
+
+// dropOutbox deletes at least excess payload bytes from the outbox, the highest priority number
+// first and, within one, the oldest rows first, and records what it did.
+func dropOutbox(ctx context.Context, tx *sql.Tx, excess, maxBytes int64) error {
+	fields := map[string]any{"outbox_max_bytes": maxBytes}
+	var rowsDropped, bytesDropped int64
+	var parts []string
+	for p := numPriorities - 1; p >= 0 && bytesDropped < excess; p-- {
+		// The oldest rows of p whose bytes, added up, cover what is still to free.
+		var cutoff, n, b sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT id, n, total FROM (
+				SELECT id, row_number() OVER w AS n, sum(bytes) OVER w AS total
+				FROM outbox WHERE priority = ? WINDOW w AS (ORDER BY id))
+			WHERE total >= ? ORDER BY id LIMIT 1`, p, excess-bytesDropped).Scan(&cutoff, &n, &b)
+		if errors.Is(err, sql.ErrNoRows) {
+			// Not enough in this priority: drop all of it.
+			err = tx.QueryRowContext(ctx, `SELECT max(id), count(*), sum(bytes) FROM outbox
+				WHERE priority = ?`, p).Scan(&cutoff, &n, &b)
+		}
+		if err != nil {
+			return fmt.Errorf("outbox quota: %w", err)
+		}
+		if n.Int64 == 0 {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM outbox WHERE priority = ? AND id <= ?", p, cutoff.Int64); err != nil {
+			return fmt.Errorf("outbox quota: %w", err)
+		}
+		fields[priorityNames[p]] = n.Int64
+		parts = append(parts, fmt.Sprintf("%d %s", n.Int64, priorityNames[p]))
+		rowsDropped += n.Int64
+		bytesDropped += b.Int64
+	}
+	fields["bytes"] = bytesDropped
+	_, err := tx.ExecContext(ctx, `UPDATE uplink_counters SET rows_dropped = rows_dropped + ?,
+		bytes_dropped = bytes_dropped + ?, outbox_rows = outbox_rows - ?,
+		outbox_bytes = outbox_bytes - ? WHERE id = 1`, rowsDropped, bytesDropped, rowsDropped, bytesDropped)
+	if err != nil {
+		return fmt.Errorf("outbox quota: %w", err)
+	}
+	js, err := json.Marshal(fields)
+	if err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("outbox over its quota of %d bytes: dropped %s (%d bytes)", maxBytes,
+		strings.Join(parts, ", "), bytesDropped)
+	_, err = tx.ExecContext(ctx, insertSQL[tabEvents], time.Now().UnixNano(), EventUplinkDropped, "",
+		msg, string(js), "{}")
+	if err != nil {
+		return fmt.Errorf("outbox quota: %w", err)
+	}
+	return nil
+}
+
+// eventRecord encodes a lifecycle event as an event record for the Upstream hook: source the
+// module, series the kind, numeric fields as fields, the message and other fields as tags.
+func eventRecord(e *Event) []byte {
+	var b abi.Builder
+	b.Begin(abi.KindEvent, e.TimeNS, e.Module, e.Kind)
+	keys := make([]string, 0, len(e.Fields))
+	for k := range e.Fields {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		switch v := e.Fields[k].(type) {
+		case int:
+			b.Field(k, float64(v))
+		case int64:
+			b.Field(k, float64(v))
+		case uint64:
+			b.Field(k, float64(v))
+		case float64:
+			b.Field(k, v)
+		case bool:
+			b.Tag(k, strconv.FormatBool(v))
+		case string:
+			b.Tag(k, v)
+		default:
+			if js, err := json.Marshal(v); err == nil {
+				b.Tag(k, string(js))
+			}
+		}
+	}
+	if e.Message != "" {
+		b.Tag("message", e.Message)
+	}
+	b.End()
+	return b.Buf
+}
+
+// dayStart returns midnight UTC of t's day, in ns since the Unix epoch.
+func dayStart(t time.Time) int64 {
+	return t.UTC().Truncate(24 * time.Hour).UnixNano()
+}

@@ -1,0 +1,278 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+// testUpstream sends alerts, summaries and events; readings only if their series is "raw".
+// The payload is {"series":...,"pad":"xxx..."} with a pad of the field "pad" bytes.
+func testUpstream(r *abi.Record) (string, int, []byte, bool) {
+	var prio int
+	switch r.Kind {
+	case abi.KindAlert:
+		prio = PriorityAlert
+	case abi.KindSummary:
+		prio = PrioritySummary
+	case abi.KindEvent:
+		prio = PriorityEvent
+	case abi.KindReading:
+		if string(r.Series) != "raw" {
+			return "", 0, nil, false
+		}
+		prio = PriorityReading
+	default:
+		return "", 0, nil, false
+	}
+	pad, _ := r.Field("pad")
+	payload := fmt.Appendf(nil, `{"series":%q,"pad":%q}`, r.Series, strings.Repeat("x", int(pad)))
+	return "t/" + r.Kind.String(), prio, payload, true
+}
+
+func rec(kind abi.Kind, series string, pad int) record {
+	return record{kind: kind, timeNS: nowNS(), source: "m", series: series,
+		fields: []abi.Field{{Name: "pad", Value: float64(pad)}}}
+}
+
+func pendingSeries(t *testing.T, st *Store, c OutboxCursor, limit int) []string {
+	t.Helper()
+	rows, err := st.OutboxPending(context.Background(), c, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rows {
+		var m struct {
+			ID     int64  `json:"id"`
+			Series string `json:"series"`
+		}
+		if err := json.Unmarshal(r.Message(), &m); err != nil {
+			t.Fatalf("row %d: %s: %v", r.ID, r.Message(), err)
+		}
+		if m.ID != r.ID {
+			t.Errorf("message id %d, row id %d", m.ID, r.ID)
+		}
+		out = append(out, m.Series)
+	}
+	return out
+}
+
+func TestOutboxSameTransaction(t *testing.T) {
+	st := openTest(t, Options{Upstream: testUpstream})
+	ctx := context.Background()
+	mustWrite(t, st, encode(rec(abi.KindReading, "cooked", 0), rec(abi.KindSummary, "s1", 0),
+		rec(abi.KindEvent, "e1", 0), rec(abi.KindAlert, "a1", 0), rec(abi.KindReading, "raw", 0),
+		rec(abi.KindScore, "sc", 0), rec(abi.KindAlert, "a2", 0)))
+	if err := st.Event(ctx, Event{Kind: "module.fault", Module: "m", Message: "trap",
+		Fields: map[string]any{"attempt": 2, "reason": "deadline"}}); err != nil {
+		t.Fatal(err)
+	}
+	mustFlush(t, st)
+	db := st.DB()
+	if n := queryInt(t, db, "SELECT count(*) FROM outbox WHERE priority = 0"); n != queryInt(t, db, "SELECT count(*) FROM alerts") {
+		t.Errorf("outbox has %d alerts, alerts table %d", n, queryInt(t, db, "SELECT count(*) FROM alerts"))
+	}
+	got := strings.Join(pendingSeries(t, st, OutboxCursor{}, 100), ",")
+	// The migration's store.migrated event was written before the hook existed.
+	if want := "a1,a2,s1,e1,module.fault,raw"; got != want {
+		t.Errorf("pending = %s, want %s", got, want)
+	}
+	// A lifecycle event keeps its fields.
+	if p := queryString(t, db, "SELECT topic || ' ' || payload FROM outbox WHERE priority = 2 ORDER BY id DESC LIMIT 1"); p != `t/event {"series":"module.fault","pad":""}` {
+		t.Errorf("event row = %s", p)
+	}
+
+	// Cursors: a reader past a1 and s1 sees a2, e1 ...; a new alert comes before older events.
+	rows, _ := st.OutboxPending(ctx, OutboxCursor{}, 3)
+	var c OutboxCursor
+	for i := range rows {
+		c.Advance(&rows[i])
+	}
+	mustWrite(t, st, encode(rec(abi.KindAlert, "a3", 0)))
+	mustFlush(t, st)
+	if got := strings.Join(pendingSeries(t, st, c, 2), ","); got != "a3,e1" {
+		t.Errorf("after the cursor = %s, want a3,e1", got)
+	}
+
+	stats, err := st.OutboxStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Rows != 7 || stats.Backlog[PriorityAlert].Rows != 3 || stats.BytesIngested == 0 {
+		t.Errorf("stats = %+v", stats)
+	}
+	if n := queryInt(t, db, "SELECT sum(rows) FROM outbox_backlog"); n != 7 {
+		t.Errorf("outbox_backlog rows = %d", n)
+	}
+
+	// Ack deletes and counts; unknown ids and a second ack are ignored.
+	all, _ := st.OutboxPending(ctx, OutboxCursor{}, 100)
+	var ids []int64
+	var bytes int64
+	for _, r := range all[:4] {
+		ids = append(ids, r.ID)
+		bytes += int64(len(r.Payload))
+	}
+	if err := st.Ack(ctx, append(ids, 999999)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Ack(ctx, ids); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := st.OutboxStats(ctx)
+	if after.Rows != 3 || after.RowsPublished != 4 || after.BytesPublished != bytes || after.PublishedToday != bytes ||
+		after.Bytes != stats.Bytes-bytes {
+		t.Errorf("after ack: %+v (acked %d bytes)", after, bytes)
+	}
+	if n := queryInt(t, db, "SELECT sum(bytes) FROM outbox"); n != after.Bytes {
+		t.Errorf("outbox_bytes counter %d, table %d", after.Bytes, n)
+	}
+}
+
+func TestOutboxQuota(t *testing.T) {
+	const max = 2500
+	st := openTest(t, Options{Upstream: testUpstream, OutboxMaxBytes: max})
+	ctx := context.Background()
+	// 10 alerts, 10 summaries, 10 events of ~100 bytes each: 3000 bytes.
+	var recs []record
+	for i := range 10 {
+		recs = append(recs, rec(abi.KindEvent, fmt.Sprint("e", i), 75), rec(abi.KindSummary, fmt.Sprint("s", i), 75),
+			rec(abi.KindAlert, fmt.Sprint("a", i), 75))
+	}
+	for _, r := range recs { // one commit each, so that the quota acts as the outbox grows
+		mustWrite(t, st, encode(r))
+		mustFlush(t, st)
+	}
+	s, _ := st.OutboxStats(ctx)
+	if s.Bytes > max || s.Backlog[PriorityAlert].Rows != 10 {
+		t.Fatalf("stats = %+v", s)
+	}
+	if s.RowsDropped != 30-s.Rows || s.Backlog[PrioritySummary].Rows == 0 && s.Backlog[PriorityEvent].Rows > 0 {
+		t.Errorf("stats = %+v", s)
+	}
+	// The oldest events went first: what is left of them is the newest.
+	got := pendingSeries(t, st, OutboxCursor{}, 100)
+	if last := got[len(got)-1]; last != "e9" {
+		t.Errorf("newest event gone: %v", got)
+	}
+	if n := queryInt(t, st.DB(), "SELECT count(*) FROM events WHERE kind = ?", EventUplinkDropped); n == 0 {
+		t.Error("no uplink.dropped event")
+	}
+	var dropped int64
+	rows, err := st.DB().Query("SELECT fields FROM events WHERE kind = ?", EventUplinkDropped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var js string
+		rows.Scan(&js)
+		var f map[string]int64
+		if err := json.Unmarshal([]byte(js), &f); err != nil {
+			t.Fatal(err)
+		}
+		if f["alerts"] != 0 {
+			t.Errorf("alerts dropped while others could be: %s", js)
+		}
+		dropped += f["events"] + f["summaries"]
+	}
+	rows.Close()
+	if dropped != s.RowsDropped {
+		t.Errorf("events count %d dropped, counters %d", dropped, s.RowsDropped)
+	}
+
+	// More alerts: summaries go before alerts; once only alerts are left, the oldest alerts.
+	for i := range 30 {
+		mustWrite(t, st, encode(rec(abi.KindAlert, fmt.Sprint("b", i), 75)))
+	}
+	mustFlush(t, st)
+	s, _ = st.OutboxStats(ctx)
+	if s.Backlog[PrioritySummary].Rows != 0 || s.Backlog[PriorityEvent].Rows != 0 || s.Bytes > max {
+		t.Errorf("stats = %+v", s)
+	}
+	got = pendingSeries(t, st, OutboxCursor{}, 100)
+	if got[len(got)-1] != "b29" {
+		t.Errorf("newest alert gone: %v", got)
+	}
+}
+
+func TestOutboxMigratesFromV1(t *testing.T) {
+	path := t.TempDir() + "/perch.db"
+	ctx := context.Background()
+	// A database of the previous release, at version 1, with an alert.
+	db, err := sql.Open("sqlite3", writerDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := migrate(ctx, db, migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("INSERT INTO alerts (time_ns, source, series) VALUES (1, 'm', 'old')"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	st2 := openTest(t, Options{Path: path, Upstream: testUpstream})
+	if v := queryInt(t, st2.DB(), "PRAGMA user_version"); v != 2 {
+		t.Errorf("user_version = %d", v)
+	}
+	mustWrite(t, st2, encode(rec(abi.KindAlert, "new", 0)))
+	mustFlush(t, st2)
+	if got := pendingSeries(t, st2, OutboxCursor{}, 10); len(got) != 1 || got[0] != "new" {
+		t.Errorf("pending = %v", got)
+	}
+}
+
+func TestOutboxMessage(t *testing.T) {
+	for _, tc := range []struct{ payload, want string }{
+		{`{"a":1}`, `{"id":7,"a":1}`},
+		{`{}`, `{"id":7}`},
+		{`{ }`, `{"id":7 }`},
+		{``, `{"id":7}`},
+		{`[1]`, `{"id":7}`},
+	} {
+		r := OutboxRow{ID: 7, Payload: []byte(tc.payload)}
+		if got := string(r.Message()); got != tc.want {
+			t.Errorf("Message(%q) = %s, want %s", tc.payload, got, tc.want)
+		}
+	}
+}
+
+// BenchmarkOutbox measures rows per second into the recorder and the outbox together (each record
+// lands in its table and in outbox), group-committed, from Write to durable. Summaries wait for
+// the group commit; alerts are committed at once with whatever is queued.
+func BenchmarkOutbox(b *testing.B) {
+	for _, bc := range []struct {
+		kind     abi.Kind
+		perBatch int
+	}{{abi.KindSummary, 1}, {abi.KindSummary, 100}, {abi.KindAlert, 1}, {abi.KindAlert, 100}} {
+		kind, perBatch := bc.kind, bc.perBatch
+		b.Run(fmt.Sprintf("%s/per_batch=%d", kind, perBatch), func(b *testing.B) {
+			st := openTest(b, Options{Upstream: testUpstream})
+			var batch []byte
+			ts := time.Now().UnixNano()
+			for i := range perBatch {
+				batch = abi.Append(batch, kind, ts+int64(i), "threshold", "overheat",
+					[]abi.Field{{Name: "temperature_c", Value: 31.5}},
+					[]abi.Tag{{Key: "severity", Value: "critical"}})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := st.Write(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := st.Flush(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*perBatch)/b.Elapsed().Seconds(), "outbox_rows/s")
+		})
+	}
+}

@@ -1,0 +1,194 @@
+package uplink
+
+import (
+	"math"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/store"
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+// Topics under perch/<site>/<device>/.
+const (
+	TopicAlerts        = "alerts"
+	TopicSummaries     = "summaries"
+	TopicEvents        = "events"
+	TopicReadings      = "readings" // raw readings, opt-in
+	TopicStatus        = "status"
+	TopicStateDesired  = "state/desired"
+	TopicStateReported = "state/reported"
+	TopicCommands      = "cmd/+"
+)
+
+// Prefix returns the topic prefix of a device: perch/<site>/<device>/.
+func Prefix(site, device string) string { return "perch/" + site + "/" + device + "/" }
+
+// Upstream returns the recorder's hook that decides what goes upstream (see
+// [store.Options].Upstream), or nil if cfg has no uplink. Alerts, summaries and events go
+// upstream with priorities 0, 1 and 2; raw readings with priority 3 only if
+// uplink.raw_readings.enabled, at most max_per_second of them; scores never.
+//
+// The payload is a JSON object, to which the uplink adds the message id "id" when it publishes:
+//
+//	{"id":42,"time":"2026-11-25T19:24:02.123456789Z","kind":"alert","source":"threshold",
+//	 "series":"overheat","fields":{"temperature_c":31.5},"tags":{"severity":"critical"}}
+func Upstream(cfg *config.Config) store.UpstreamFunc {
+	if !cfg.Uplink.Enabled() {
+		return nil
+	}
+	return newEncoder(Prefix(cfg.Site, cfg.Device), cfg.Uplink.RawReadings).upstream
+}
+
+// encoder builds payloads. It is called on the recorder's writer goroutine.
+type encoder struct {
+	topics [store.PriorityReading + 1]string
+	raw    bool
+
+	mu     sync.Mutex // the rate limiter (the writer is one goroutine, but be safe)
+	rate   float64    // raw readings per second
+	tokens float64
+	last   time.Time
+}
+
+func newEncoder(prefix string, raw config.RawReadings) *encoder {
+	e := &encoder{raw: raw.Enabled, rate: raw.MaxPerSecond}
+	e.topics[store.PriorityAlert] = prefix + TopicAlerts
+	e.topics[store.PrioritySummary] = prefix + TopicSummaries
+	e.topics[store.PriorityEvent] = prefix + TopicEvents
+	e.topics[store.PriorityReading] = prefix + TopicReadings
+	e.tokens = max(1, e.rate)
+	return e
+}
+
+func (e *encoder) upstream(r *abi.Record) (string, int, []byte, bool) {
+	var prio int
+	switch r.Kind {
+	case abi.KindAlert:
+		prio = store.PriorityAlert
+	case abi.KindSummary:
+		prio = store.PrioritySummary
+	case abi.KindEvent:
+		prio = store.PriorityEvent
+	case abi.KindReading:
+		if !e.raw || !e.allow(time.Now()) {
+			return "", 0, nil, false
+		}
+		prio = store.PriorityReading
+	default:
+		return "", 0, nil, false
+	}
+	return e.topics[prio], prio, appendPayload(nil, r), true
+}
+
+// allow is a token bucket: rate per second, a burst of max(1, rate).
+func (e *encoder) allow(now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.last.IsZero() {
+		e.tokens = min(max(1, e.rate), e.tokens+now.Sub(e.last).Seconds()*e.rate)
+	}
+	e.last = now
+	if e.tokens < 1 {
+		return false
+	}
+	e.tokens--
+	return true
+}
+
+// appendPayload appends the record as a JSON object without "id".
+func appendPayload(b []byte, r *abi.Record) []byte {
+	b = append(b, `{"time":"`...)
+	b = time.Unix(0, r.TimeNS).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","kind":"`...)
+	b = append(b, r.Kind.String()...)
+	b = append(b, `","source":`...)
+	b = appendJSONString(b, r.Source)
+	b = append(b, `,"series":`...)
+	b = appendJSONString(b, r.Series)
+	b = append(b, `,"fields":{`...)
+	n := 0
+	var seen [][]byte
+	r.Fields(func(name []byte, v float64) {
+		if dup(seen, name) {
+			return
+		}
+		seen = append(seen, name)
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = appendJSONString(b, name)
+		b = append(b, ':')
+		b = appendJSONNumber(b, v)
+	})
+	b = append(b, `},"tags":{`...)
+	n, seen = 0, seen[:0]
+	r.Tags(func(k, v []byte) {
+		if dup(seen, k) {
+			return
+		}
+		seen = append(seen, k)
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, v)
+	})
+	return append(b, "}}"...)
+}
+
+func dup(seen [][]byte, name []byte) bool {
+	for _, s := range seen {
+		if string(s) == string(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendJSONNumber appends v; JSON has no NaN nor infinities: they become null.
+func appendJSONNumber(dst []byte, v float64) []byte {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return append(dst, "null"...)
+	}
+	format := byte('f')
+	if abs := math.Abs(v); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	return strconv.AppendFloat(dst, v, format, -1, 64)
+}
+
+// appendJSONString appends s as a JSON string; bytes that are not UTF-8 become U+FFFD.
+func appendJSONString(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, `\ufffd`...)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}
