@@ -69,6 +69,6 @@
 // [Str] passes the input's series through without copying it into a new string.
 //
 // Module logic is easiest to test when it lives in its own package that takes an *abi.Iter and
-// writes to an *abi.Builder, with the wasm main adapting it through [Out.Builder]; see
-// modules/filters/window for an example.
+// writes to an *abi.Builder, with the wasm main adapting it through [Out.Builder]; `perch module
+// new` scaffolds a module laid out that way.
 package perch

@@ -4,10 +4,10 @@
 // # Overview
 //
 // The package does no I/O of its own: every register access goes through a [Tx] that the caller
-// binds to a bus and address, so the same code runs in the Wasm driver module (over the
-// perch:hal/v1 host functions) and natively (over a [hal.I2C], for example a simulated one). It
-// uses only the standard library's errors and encoding/binary packages and builds for
-// GOOS=wasip1 GOARCH=wasm.
+// binds to a bus and address. It runs natively (over a [hal.I2C], for example a simulated one)
+// as the baseline of the pipeline benchmark, and it is the reference that the Wasm driver module
+// in ./wasm (written in C for speed, see README.md) is tested against, bit for bit. It uses only
+// the standard library's errors and encoding/binary packages.
 //
 // [Chip.Init] checks the chip id, soft-resets the chip, reads its calibration and sets
 // oversampling x1 for all three quantities; [Chip.Read] triggers a forced measurement, reads the

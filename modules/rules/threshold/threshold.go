@@ -1,7 +1,8 @@
 // Package threshold is the logic of the Perch threshold rule: it raises an alert when a field
-// stays beyond a limit, and clears it when the field comes back. The Wasm module in ./wasm wraps
-// it; the same code runs natively as a pipeline stage. It imports only the standard library and
-// sdk/abi, and builds for GOOS=wasip1.
+// stays beyond a limit, and clears it when the field comes back. It is the reference for the Wasm
+// module in ./wasm (written in C for speed, see README.md), which the module's tests compare
+// against it record for record, and it runs natively as the baseline stage of the pipeline
+// benchmark. It imports only the standard library and sdk/abi.
 //
 // # Overview
 //
