@@ -8,7 +8,7 @@ MODS  := $(BUILD)/modules
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the build and the tests need.
-DEB_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+DEB_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc-aarch64-linux-gnu libc6-dev-arm64-cross mosquitto
 
 # First-party Go guests: name -> package folder. The manifest sits beside each module's source.
 GO_GUESTS :=
