@@ -57,7 +57,8 @@ type (
 
 func wasmStages(b *testing.B) pipeline {
 	load := func(name string, cfg any, grants config.Grants, h hal.Provider) *perchtest.Module {
-		return perchtest.Load(b, perchtest.Options{Wasm: perchtest.Built(b, name), Config: cfg, Grants: grants, HAL: h})
+		// A generous deadline: a benchmark on a busy machine must not fail on a descheduled call.
+		return perchtest.Load(b, perchtest.Options{Wasm: perchtest.Built(b, name), Config: cfg, Grants: grants, HAL: h, Deadline: 5 * time.Second})
 	}
 	d := load("bme280", map[string]any{"bus": 1, "address": 0x76}, config.Grants{I2C: []config.I2CGrant{{Bus: 1, Address: 0x76}}}, benchHAL(b))
 	return pipeline{d.Raw(), load("window", benchWindow, config.Grants{}, nil).Raw(), load("threshold", benchThreshold, config.Grants{}, nil).Raw()}

@@ -231,13 +231,15 @@ type Instance struct {
 	poll   api.Function
 
 	// Per-call state, touched by host functions during a call.
-	out     []byte // records emitted in this call, sources filled in
-	emitted int    // records emitted in this call
-	logged  int    // log bytes in this call
-	reason  string // why the host closed the guest, if it did
-	emits   [abi.KindEvent + 1]bool
-	reg     [1]byte // the register byte of i2c_read
-	stderr  tailBuffer
+	out        []byte // records emitted in this call, sources filled in
+	emitted    int    // records emitted in this call
+	logged     int    // log bytes in this call
+	reason     string // why the host closed the guest, if it did
+	emits      [abi.KindEvent + 1]bool
+	reg        [1]byte // the register byte of i2c_read
+	lastI2C    hal.I2C // the bus of the last I2C call, and its number
+	lastI2CBus uint32
+	stderr     tailBuffer
 }
 
 // Instantiate compiles (from the cache when warm) and instantiates a module, runs its

@@ -433,7 +433,12 @@ func (i *Instance) i2cWrite(ctx context.Context, mod api.Module, stack []uint64)
 	ret(stack, errnoOf(b.Tx(ctx, uint16(addr), data, nil)))
 }
 
+// i2cBus returns the bus, from a one-entry cache (a driver reads one bus over and over; a
+// Provider returns the same handle for the same bus).
 func (i *Instance) i2cBus(bus uint32) (hal.I2C, abi.Errno) {
+	if i.lastI2C != nil && i.lastI2CBus == bus {
+		return i.lastI2C, abi.OK
+	}
 	if i.spec.HAL == nil {
 		return nil, abi.ENODEV
 	}
@@ -441,6 +446,7 @@ func (i *Instance) i2cBus(bus uint32) (hal.I2C, abi.Errno) {
 	if err != nil {
 		return nil, errnoOf(err)
 	}
+	i.lastI2C, i.lastI2CBus = b, bus
 	return b, abi.OK
 }
 
