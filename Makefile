@@ -16,13 +16,13 @@ GO_GUESTS :=
 TEST_GUESTS := hostile:runtime/testdata/hostile
 # C guests: name -> folder with wasm/NAME.c. The hot-path modules are in C: a Go guest pays a trip
 # to the host at nearly every branch (loop headers; see sdk/c/perch.h), 3 to 5 µs per record.
-C_GUESTS := scale:modules/filters/scale bme280:modules/drivers/bme280 window:modules/filters/window threshold:modules/rules/threshold adxl345:modules/drivers/adxl345 gpio:modules/drivers/gpio pms5003:modules/drivers/pms5003 probe:runtime/testdata/probe
+C_GUESTS := scale:modules/filters/scale bme280:modules/drivers/bme280 window:modules/filters/window threshold:modules/rules/threshold adxl345:modules/drivers/adxl345 gpio:modules/drivers/gpio pms5003:modules/drivers/pms5003 replay:modules/drivers/replay probe:runtime/testdata/probe
 
 GUEST_GO_FLAGS := -buildmode=c-shared -trimpath
 # -mbulk-memory: a memcpy of a variable size is one memory.copy instruction, not wasi-libc's loops.
 WASM_CFLAGS    := --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -std=c11 -Wall -Wextra -Werror -Isdk/c -Wl,--strip-all
 
-.PHONY: help deps modules build demo test bench check clean
+.PHONY: help deps modules build demo test bench chaos check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,12 @@ test: modules ## run every test, integration tests included
 
 bench: modules ## run the Go benchmarks (compare runs with benchstat)
 	$(GO) test -run '^$$' -bench . -benchmem -count $${COUNT:-1} ./runtime/... ./modules/... ./sdk/...
+
+# ~40 s here (2 cores): a 20 s broker outage, then 50 kills during the drain. By hand, make it
+# longer: make chaos CHAOS_ROUNDS=200 CHAOS_OUTAGE=5m
+chaos: deps ## uplink chaos drill: broker down while alerts come, kill -9 during the drain
+	PERCH_CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),50) PERCH_CHAOS_OUTAGE=$(or $(CHAOS_OUTAGE),20s) \
+	  $(GO) test -count=1 -run '^TestIntegrationChaos$$' -v -timeout 20m ./runtime/uplink/
 
 check: modules ## gofmt, vet, go mod tidy, cross-builds (linux/arm64 with cgo, wasip1 guests)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }

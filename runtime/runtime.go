@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/perch-edge/perch/hal"
+	"github.com/perch-edge/perch/hal/plugin"
 	"github.com/perch-edge/perch/hal/sim"
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/internal/wasm"
@@ -87,7 +88,9 @@ type Runtime struct {
 	hal    hal.Provider
 	sims   []interface{ SetStart(time.Time) } // simulated devices and faults, whose scripts start with Run
 	simDev map[string]any                     // simulated device models by device name
+	plugs  map[string]*plugin.Provider        // out-of-process providers by command and args
 	nodes  []*node
+	srcs   []*source      // southbound MQTT sources (source.go)
 	uplink *uplink.Uplink // nil: no uplink
 }
 
@@ -101,7 +104,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, er
 			r.Close()
 		}
 	}()
-	if err := r.buildHAL(); err != nil {
+	if err := r.buildHAL(ctx); err != nil {
 		return nil, err
 	}
 	if r.engine, err = wasm.NewEngine(cfg.Engine.CacheDir, opts.Interpreter); err != nil {
@@ -160,8 +163,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, er
 		r.nodes = append(r.nodes, n)
 		byName[m.Name] = n
 	}
+	r.srcs = newSources(r)
 	for _, n := range r.nodes {
 		for _, in := range n.mod.Inputs {
+			if r.linkSource(in, n) {
+				continue
+			}
 			up := byName[in]
 			up.down = append(up.down, n)
 			n.upstream++
@@ -179,12 +186,26 @@ func dirOf(path string) string {
 	return "."
 }
 
-// buildHAL makes the simulated devices the config lists, with their scripted faults.
-func (r *Runtime) buildHAL() error {
+// buildHAL makes the simulated devices the config lists, with their scripted faults, and starts
+// the providers of its plugin devices.
+func (r *Runtime) buildHAL(ctx context.Context) error {
 	p := sim.NewProvider()
 	r.simDev = map[string]any{}
+	mux := &plugin.Mux{Fallback: p}
 	for i := range r.cfg.Devices {
 		d := &r.cfg.Devices[i]
+		if d.Backend == config.BackendPlugin {
+			if err := r.routePlugin(ctx, mux, d); err != nil {
+				return fmt.Errorf("runtime: device %s: %w", d.Name, err)
+			}
+			continue
+		}
+		if d.Backend == config.BackendReplay { // replay.go
+			if err := r.attachReplay(p, d); err != nil {
+				return fmt.Errorf("runtime: device %s: %w", d.Name, err)
+			}
+			continue
+		}
 		var (
 			model  any
 			faults *sim.Faults
@@ -233,11 +254,14 @@ func (r *Runtime) buildHAL() error {
 		r.simDev[d.Name] = model
 	}
 	r.hal = p
+	if len(r.plugs) > 0 {
+		r.hal = mux
+	}
 	return nil
 }
 
 // SimDevice returns the model of the simulated device named name in the config (a *sim.BME280,
-// *sim.ADXL345, *sim.Button, *sim.Relay or *sim.PMS5003), or nil: for tests, to watch a relay
+// *sim.ADXL345, *sim.Button, *sim.Relay, *sim.PMS5003 or *replay.Device), or nil: for tests, to watch a relay
 // or inject faults while the pipeline runs.
 func (r *Runtime) SimDevice(name string) any { return r.simDev[name] }
 
@@ -296,6 +320,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 			n.run(ctx)
 		}()
 	}
+	r.startSources(ctx, &wg)
 	wg.Wait()
 	// Guest calls after this point are over; the store drains what was queued.
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -307,6 +332,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 // Close closes the recorder and the engine. It is safe after a failed New.
 func (r *Runtime) Close() error {
 	var errs []error
+	for _, p := range r.plugs {
+		errs = append(errs, p.Close())
+	}
 	if r.store != nil {
 		errs = append(errs, r.store.Close())
 	}

@@ -49,6 +49,7 @@ type Config struct {
 	Devices []Device `yaml:"devices"` // HAL devices
 	Modules []Module `yaml:"modules"` // module instances, in any order
 	Uplink  Uplink   `yaml:"uplink"`  // MQTT uplink; absent: none
+	Sources []Source `yaml:"sources"` // southbound MQTT sources; see sources.go
 
 	// File is the absolute path of the file the config was loaded from.
 	File string `yaml:"-"`
@@ -73,7 +74,7 @@ type Engine struct {
 // types and what each needs.
 type Device struct {
 	Name    string        `yaml:"name"`
-	Backend string        `yaml:"backend"` // "sim"
+	Backend string        `yaml:"backend"` // "sim" or "plugin"
 	Type    string        `yaml:"type"`    // for sim: bme280, adxl345, button, relay, pms5003
 	Bus     int           `yaml:"bus"`     // I2C or SPI bus number
 	Address int           `yaml:"address"` // 7-bit I2C address, such as 0x76
@@ -82,6 +83,14 @@ type Device struct {
 	Port    string        `yaml:"port"`    // UART port, such as /dev/ttyS0 (pms5003)
 	Signals DeviceSignals `yaml:"signals"` // for sim: the scripted truth
 	Faults  []sim.Fault   `yaml:"faults"`  // for sim: scripted faults
+	Command string        `yaml:"command"` // for plugin: the provider binary (see hal/plugin)
+	Args    []string      `yaml:"args"`    // for plugin: its arguments
+	File    string        `yaml:"file"`    // for replay: the recording (relative to the config file)
+	Format  string        `yaml:"format"`  // for replay: skab, nab or perch
+	Columns []string      `yaml:"columns"` // for replay: the columns to play; default all
+	Labels  bool          `yaml:"labels"`  // for replay: also play SKAB's label columns
+	Speed   *float64      `yaml:"speed"`   // for replay: 1 (default) the recorded pace; 0 as fast as read
+	Loop    bool          `yaml:"loop"`    // for replay: start again after the last row
 }
 
 // Module is one module instance in the pipeline.
@@ -449,6 +458,7 @@ func (p *parser) validate(c *Config) {
 	p.uplink(c)
 
 	p.devices(c.Devices)
+	p.sources(c)
 
 	mods := map[string]int{}
 	for i := range c.Modules {
@@ -465,7 +475,7 @@ func (p *parser) validate(c *Config) {
 	for i := range c.Modules {
 		m := &c.Modules[i]
 		for j, in := range m.Inputs {
-			if _, ok := mods[in]; !ok {
+			if _, ok := mods[in]; !ok && c.Source(in) == nil {
 				p.errf(fmt.Sprintf("modules[%d].inputs[%d]", i, j), "unknown module %q", in)
 			} else if in == m.Name {
 				p.errf(fmt.Sprintf("modules[%d].inputs[%d]", i, j), "module %q reads its own output", in)

@@ -161,9 +161,12 @@ func (p *parser) devices(devs []Device) {
 			p.errf(at+".name", "duplicate device %q", d.Name)
 		}
 		names[d.Name] = true
-		if d.Backend != "sim" {
-			p.errf(at+".backend", "unknown backend %q (known: sim)", d.Backend)
+		if d.Backend == BackendReplay { // replay.go
+			p.replayDevice(at, d, places)
+			continue
 		}
+		p.notReplay(at, d)
+		p.backend(at, d)
 		known := slices.Contains(deviceTypes, d.Type)
 		if !known {
 			p.errf(at+".type", "unknown device type %q (known: %s)", d.Type, strings.Join(deviceTypes, ", "))
@@ -203,6 +206,40 @@ func (p *parser) devices(devs []Device) {
 				p.errf(fat+".for", "must not be negative")
 			}
 		}
+	}
+}
+
+// Backends. A sim device is simulated in the runtime. A plugin device is served by an
+// out-of-process provider (hal/plugin): command (and args) name the provider binary, which
+// serves the bus and address, chip select, line or port the entry names; its type says which of
+// those it uses, as for sim. Devices with the same command and args share one provider process.
+// Signals and faults are the provider's business, not the config's.
+const (
+	BackendSim    = "sim"
+	BackendPlugin = "plugin"
+)
+
+// backend checks a device's backend and the fields that belong to it.
+func (p *parser) backend(at string, d *Device) {
+	switch d.Backend {
+	case BackendSim:
+		if d.Command != "" || len(d.Args) > 0 {
+			p.errf(at+".command", "command and args are for backend plugin, not sim")
+		}
+	case BackendPlugin:
+		if d.Command == "" {
+			p.errf(at+".command", "a plugin device needs the provider's command")
+		}
+		if len(d.Faults) > 0 {
+			p.errf(at+".faults", "faults are scripted for backend sim, not plugin")
+		}
+		for _, ns := range d.Signals.all() {
+			if *ns.sig != nil {
+				p.errf(at+".signals."+ns.name, "signals are scripted for backend sim, not plugin")
+			}
+		}
+	default:
+		p.errf(at+".backend", "unknown backend %q (known: %s, %s, %s)", d.Backend, BackendPlugin, BackendReplay, BackendSim)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 //	  outbox_max_bytes: 67108864          # outbox quota in payload bytes
 //	  daily_budget_bytes: 10485760        # upstream bytes per UTC day; 0: no budget
 //	  raw_readings: {enabled: false, max_per_second: 10}
+//	  summaries: {batch: 60s, compress: true, digits: 6}
 //	  tls: {ca_file: ca.pem, cert_file: box.pem, key_file: box.key}
 type Uplink struct {
 	Broker         string   `yaml:"broker"`           // URL of the MQTT broker; required
@@ -31,6 +32,7 @@ type Uplink struct {
 	// overshot by up to in_flight messages. 0: none.
 	DailyBudgetBytes int64       `yaml:"daily_budget_bytes"`
 	RawReadings      RawReadings `yaml:"raw_readings"` // raw readings upstream (opt-in)
+	Summaries        Summaries   `yaml:"summaries"`    // how summaries go upstream
 	TLS              TLS         `yaml:"tls"`          // server CA and client certificate
 }
 
@@ -40,6 +42,29 @@ type RawReadings struct {
 	Enabled      bool    `yaml:"enabled"`
 	MaxPerSecond float64 `yaml:"max_per_second"` // default 1
 }
+
+// Summaries tune how summaries go upstream. By default each one is a message of its own; with
+// Batch, the summaries are held in the outbox and sent together, one message per Batch (a JSON
+// array of the messages, gzip-compressed if Compress), which saves most of their bytes. Alerts
+// are never held back.
+type Summaries struct {
+	// Batch is how long the oldest summary waits for others to join its message (0: no
+	// batching); at least 1s, at most 24h.
+	Batch Duration `yaml:"batch"`
+	// Compress gzips a batch (it needs Batch).
+	Compress bool `yaml:"compress"`
+	// Digits is how many significant digits the numeric fields of a summary keep (statistics
+	// of sensor readings, whose resolution is far coarser): 1 to 17, default 6; 17 keeps them
+	// exact. Alerts and events always keep theirs exact.
+	Digits int `yaml:"digits"`
+}
+
+// Summary defaults and bounds.
+const (
+	DefaultSummaryDigits = 6
+	MaxSummaryDigits     = 17 // exact: the shortest representation that reads back the same
+	MaxSummaryBatch      = 24 * time.Hour
+)
 
 // TLS configures the connection to a tls:// broker. Relative paths are from the config file.
 type TLS struct {
@@ -120,6 +145,17 @@ func (p *parser) uplink(c *Config) {
 		p.errf("uplink.raw_readings.max_per_second", "must not be negative")
 	} else if u.RawReadings.MaxPerSecond == 0 {
 		u.RawReadings.MaxPerSecond = 1
+	}
+	switch b := u.Summaries.Batch.D(); {
+	case b < 0 || (b > 0 && b < time.Second) || b > MaxSummaryBatch:
+		p.errf("uplink.summaries.batch", "want 0 (no batching) or 1s to 24h, got %v", b)
+	case b == 0 && u.Summaries.Compress:
+		p.errf("uplink.summaries.compress", "compresses batches: set uplink.summaries.batch too")
+	}
+	if u.Summaries.Digits == 0 {
+		u.Summaries.Digits = DefaultSummaryDigits
+	} else if u.Summaries.Digits < 1 || u.Summaries.Digits > MaxSummaryDigits {
+		p.errf("uplink.summaries.digits", "want 1 to 17, got %d", u.Summaries.Digits)
 	}
 	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
 		p.errf("uplink.tls", "cert_file and key_file go together")

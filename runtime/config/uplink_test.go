@@ -24,7 +24,8 @@ func TestUplinkDefaults(t *testing.T) {
 	u := cfg.Uplink
 	if !u.Enabled() || u.ClientID != "perch-s-d" || u.Keepalive.D() != 30*time.Second ||
 		u.InFlight != 32 || u.Heartbeat.D() != time.Minute || u.OutboxMaxBytes != 64<<20 ||
-		u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 1 || u.TLSScheme() {
+		u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 1 || u.TLSScheme() ||
+		u.Summaries.Batch != 0 || u.Summaries.Compress || u.Summaries.Digits != 6 {
 		t.Errorf("defaults: %+v", u)
 	}
 }
@@ -46,6 +47,7 @@ uplink:
   heartbeat: 5s
   outbox_max_bytes: 1000000
   raw_readings: {enabled: true, max_per_second: 2.5}
+  summaries: {batch: 60s, compress: true, digits: 4}
   tls: {ca_file: ca.pem, cert_file: box.pem, key_file: box.key}
 `)
 	if err != nil {
@@ -53,7 +55,8 @@ uplink:
 	}
 	u := cfg.Uplink
 	if u.TLS.CAFile != filepath.Join(dir, "ca.pem") || !u.TLSScheme() || u.InFlight != 8 ||
-		!u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 2.5 {
+		!u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 2.5 ||
+		u.Summaries.Batch.D() != time.Minute || !u.Summaries.Compress || u.Summaries.Digits != 4 {
 		t.Errorf("%+v", u)
 	}
 }
@@ -72,6 +75,11 @@ func TestUplinkErrors(t *testing.T) {
 		{"uplink:\n  broker: tcp://x:1\n  outbox_max_bytes: -5\n", "uplink.outbox_max_bytes: must not be negative"},
 		{"uplink:\n  broker: tcp://x:1\n  bogus: 1\n", "field bogus not found"},
 		{"uplink:\n  broker: tcp://x:1\n  daily_budget_bytes: -1\n", "uplink.daily_budget_bytes: must not be negative"},
+		{"uplink:\n  broker: tcp://x:1\n  summaries: {batch: 10ms}\n", "uplink.summaries.batch: want 0 (no batching) or 1s to 24h"},
+		{"uplink:\n  broker: tcp://x:1\n  summaries: {batch: 25h}\n", "uplink.summaries.batch: want 0"},
+		{"uplink:\n  broker: tcp://x:1\n  summaries: {compress: true}\n", "uplink.summaries.compress: compresses batches"},
+		{"uplink:\n  broker: tcp://x:1\n  summaries: {digits: 18}\n", "uplink.summaries.digits: want 1 to 17"},
+		{"uplink:\n  broker: tcp://x:1\n  summaries: {digits: -1}\n", "uplink.summaries.digits: want 1 to 17"},
 	} {
 		_, err := parse(dir, "site: s\ndevice: d\n"+tc.yaml)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -33,7 +33,8 @@ var priorityNames = [numPriorities]string{"alerts", "summaries", "events", "read
 // UpstreamFunc decides whether a record goes upstream. It returns the MQTT topic, the priority
 // (PriorityAlert ... PriorityReading) and the payload: a JSON object without its "id" member, which
 // the uplink adds when it publishes (see [OutboxRow]). It is called on the writer goroutine, one
-// record at a time, inside the transaction that records r; it must not keep r nor block.
+// record at a time, inside the transaction that records r; it must not keep r nor block. The
+// recorder copies payload before it calls the hook again, so the hook may reuse its buffer.
 type UpstreamFunc func(r *abi.Record) (topic string, priority int, payload []byte, ok bool)
 
 // OutboxRow is one message waiting to go upstream.
@@ -103,7 +104,17 @@ func (s *Store) OutboxPending(ctx context.Context, cursor OutboxCursor, limit in
 // bytes to bytes_published. Ids that are not in the outbox (acknowledged before, or dropped by
 // the quota) are ignored. It returns once the deletion is committed; it is safe for concurrent
 // use.
-func (s *Store) Ack(ctx context.Context, ids []int64) error {
+func (s *Store) Ack(ctx context.Context, ids []int64) error { return s.ack(ctx, ids, -1) }
+
+// AckBatch is Ack for the rows that one message carried together (a batch of summaries, maybe
+// compressed): it deletes them and adds published, the bytes of that message's payload, to
+// bytes_published instead of the rows' own bytes, if any of them was still in the outbox.
+func (s *Store) AckBatch(ctx context.Context, ids []int64, published int64) error {
+	return s.ack(ctx, ids, max(0, published))
+}
+
+// ack deletes ids; published < 0 counts the rows' bytes as published.
+func (s *Store) ack(ctx context.Context, ids []int64, published int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -134,12 +145,15 @@ func (s *Store) Ack(ctx context.Context, ids []int64) error {
 		bytes += n
 	}
 	if rows > 0 {
+		if published < 0 {
+			published = bytes
+		}
 		day := dayStart(time.Now())
-		_, err = tx.ExecContext(ctx, `UPDATE uplink_counters SET bytes_published = bytes_published + ?1,
+		_, err = tx.ExecContext(ctx, `UPDATE uplink_counters SET bytes_published = bytes_published + ?4,
 			rows_published = rows_published + ?2, outbox_rows = outbox_rows - ?2,
 			outbox_bytes = outbox_bytes - ?1,
-			day_bytes = CASE WHEN day_start_ns = ?3 THEN day_bytes + ?1 ELSE ?1 END,
-			day_start_ns = ?3 WHERE id = 1`, bytes, rows, day)
+			day_bytes = CASE WHEN day_start_ns = ?3 THEN day_bytes + ?4 ELSE ?4 END,
+			day_start_ns = ?3 WHERE id = 1`, bytes, rows, day, published)
 		if err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
@@ -152,8 +166,8 @@ func (s *Store) Ack(ctx context.Context, ids []int64) error {
 
 // OutboxStats are the uplink's counters (totals since the database was created) and its backlog.
 type OutboxStats struct {
-	BytesIngested  int64 // bytes of record batches the pipeline recorded
-	BytesPublished int64 // payload bytes the broker acknowledged
+	BytesIngested  int64 // encoded bytes (ABI records) of the readings recorded: what the sensors produced
+	BytesPublished int64 // payload bytes the broker acknowledged (of a batch: its message's)
 	RowsPublished  int64
 	RowsDropped    int64 // rows the outbox quota dropped
 	BytesDropped   int64
@@ -217,10 +231,76 @@ func (s *Store) OutboxNotify() <-chan struct{} { return s.outboxReady }
 // outboxTx is what one group commit adds to the outbox and the counters.
 type outboxTx struct {
 	rows, bytes int64 // rows and payload bytes inserted
-	ingested    int64 // bytes of record batches inserted
+	ingested    int64 // encoded bytes of the readings recorded (what the sensors produced)
+
+	// The rows the Upstream hook queued in this transaction, inserted by flush in one
+	// multi-row INSERT per outboxChunk rows (in order, so their ids are in the order of the
+	// records): one statement step and three bindings per row instead of a statement per row.
+	pending []pendingOutbox
+	arena   []byte       // their payloads, back to back
+	args    []any        // the statement's arguments, reused
+	stmts   *outboxStmts // prepared once on the writer's connection
+	topic   string       // the last topic, and its value boxed once for args
+	topicV  any
 }
 
-// enqueue inserts r into the outbox if the Upstream hook sends it.
+// pendingOutbox is an outbox row waiting for flush; its payload is arena[off:end].
+type pendingOutbox struct {
+	prio     int
+	topic    any // a boxed string
+	off, end int
+}
+
+// outboxChunks are the row counts of the multi-row INSERTs, largest first: a flush of n rows
+// takes as many of the largest as fit, then of the next, and so on (3 parameters a row, plus one).
+var outboxChunks = [...]int{256, 32, 4, 1}
+
+// outboxStmts are the multi-row INSERTs, one per outboxChunks entry, prepared on the writer's
+// connection before its first transaction and kept until the store closes.
+type outboxStmts [len(outboxChunks)]*sql.Stmt
+
+// prepare prepares the statements if they are not yet. The writer calls it outside of any
+// transaction: its database has a single connection, which a transaction holds.
+func (o *outboxStmts) prepare(ctx context.Context, db *sql.DB) error {
+	for c, n := range outboxChunks {
+		if o[c] != nil {
+			continue
+		}
+		st, err := db.PrepareContext(ctx, outboxInsertSQL(n))
+		if err != nil {
+			return fmt.Errorf("prepare outbox insert: %w", err)
+		}
+		o[c] = st
+	}
+	return nil
+}
+
+// close closes the prepared statements.
+func (o *outboxStmts) close() {
+	for c, st := range o {
+		if st != nil {
+			st.Close()
+			o[c] = nil
+		}
+	}
+}
+
+// outboxInsertSQL returns the INSERT of n outbox rows. ?1 is created_ns, shared by every row;
+// row i binds priority, topic and payload, and bytes is the payload's length.
+func outboxInsertSQL(n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO outbox (priority, topic, payload, bytes, created_ns) VALUES ")
+	for i := range n {
+		p := 2 + 3*i
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "(?%d,?%d,?%d,length(?%d),?1)", p, p+1, p+2, p+2)
+	}
+	return b.String()
+}
+
+// enqueue queues r for the outbox if the Upstream hook sends it.
 func (in *inserter) enqueue(r *abi.Record) error {
 	if in.upstream == nil {
 		return nil
@@ -232,25 +312,64 @@ func (in *inserter) enqueue(r *abi.Record) error {
 	if prio < 0 || prio >= numPriorities {
 		prio = PriorityEvent
 	}
-	return in.outboxRow(topic, prio, payload)
+	in.outboxRow(topic, prio, payload)
+	return nil
 }
 
-func (in *inserter) outboxRow(topic string, prio int, payload []byte) error {
+// outboxRow queues a row; it copies payload, so the hook may reuse its buffer.
+func (in *inserter) outboxRow(topic string, prio int, payload []byte) {
+	o := &in.out
 	if payload == nil {
 		payload = []byte("{}")
 	}
-	if _, err := in.exec(tabOutbox, prio, topic, payload, len(payload), in.now); err != nil {
-		return fmt.Errorf("insert outbox: %w", err)
+	if o.topicV == nil || topic != o.topic {
+		o.topic, o.topicV = topic, topic
 	}
-	in.out.rows++
-	in.out.bytes += int64(len(payload))
+	off := len(o.arena)
+	o.arena = append(o.arena, payload...)
+	o.pending = append(o.pending, pendingOutbox{prio: prio, topic: o.topicV, off: off, end: len(o.arena)})
+	o.rows++
+	o.bytes += int64(len(payload))
+}
+
+// flushOutbox inserts the queued rows.
+func (in *inserter) flushOutbox() error {
+	o := &in.out
+	for c := 0; len(o.pending) > 0; {
+		n := outboxChunks[c]
+		if len(o.pending) < n {
+			c++
+			continue
+		}
+		args := append(o.args[:0], in.now)
+		for _, p := range o.pending[:n] {
+			// An empty payload must stay a zero-length blob, not NULL.
+			payload := o.arena[p.off:p.end:p.end]
+			if len(payload) == 0 {
+				payload = []byte{}
+			}
+			args = append(args, p.prio, p.topic, payload)
+		}
+		o.args = args
+		// The statement was prepared on the writer's only connection, which the transaction
+		// holds: StmtContext reuses it instead of preparing it again.
+		if _, err := in.tx.StmtContext(in.ctx, o.stmts[c]).ExecContext(in.ctx, args...); err != nil {
+			return fmt.Errorf("insert outbox: %w", err)
+		}
+		o.pending = o.pending[n:]
+	}
+	clear(o.args)
+	o.pending, o.arena = o.pending[:0], o.arena[:0]
 	return nil
 }
 
 // finishOutbox updates the counters in the transaction and, if the outbox is over maxBytes,
 // drops rows: the lowest priority first, oldest first, and records an uplink.dropped event.
 func (in *inserter) finishOutbox(maxBytes int64) error {
-	o := in.out
+	if err := in.flushOutbox(); err != nil {
+		return err
+	}
+	o := &in.out
 	if o.rows == 0 && o.ingested == 0 {
 		return nil
 	}

@@ -24,6 +24,8 @@ type writer struct {
 	timer   *time.Timer // fires CommitInterval after the first pending request
 	failed  error       // a commit that failed since the last reply to Flush
 	urgent  bool        // pending holds an alert that goes upstream: commit without waiting
+	outbox  outboxTx    // the outbox rows of a commit: its buffers and statements are reused
+	stmts   outboxStmts // the outbox's multi-row INSERTs, prepared on the writer's connection
 }
 
 // run is the writer goroutine. It owns every write to the recorder's tables, so commits and
@@ -69,6 +71,7 @@ func (s *Store) run() {
 				}
 			}
 			w.commit()
+			w.stmts.close()
 			s.runErr = errors.Join(w.failed, checkpoint(context.Background(), s.rw))
 			return
 		}
@@ -147,6 +150,11 @@ func (w *writer) insert(reqs []request) (trimmed, queued int64, err error) {
 	// A context without a Done channel: go-sqlite3 then runs each statement directly instead of
 	// starting a goroutine that watches for cancellation.
 	ctx := context.Background()
+	if w.s.opts.Upstream != nil {
+		if err := w.stmts.prepare(ctx, w.s.rw); err != nil {
+			return 0, 0, err
+		}
+	}
 	tx, err := w.s.rw.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, 0, err
@@ -154,12 +162,17 @@ func (w *writer) insert(reqs []request) (trimmed, queued int64, err error) {
 	defer tx.Rollback() // after Commit, a no-op
 	ins := inserter{ctx: ctx, tx: tx, upstream: w.s.opts.Upstream, now: time.Now().UnixNano()}
 	defer ins.close()
+	// Reuse the outbox buffers of the last commit (emptied, whatever happened to it).
+	w.outbox.pending, w.outbox.arena = w.outbox.pending[:0], w.outbox.arena[:0]
+	w.outbox.rows, w.outbox.bytes, w.outbox.ingested = 0, 0, 0
+	ins.out, ins.out.stmts = w.outbox, &w.stmts
+	defer func() { w.outbox = ins.out }()
 	for _, r := range reqs {
 		if r.event != nil {
 			err = ins.event(r.event)
 		} else {
 			_, _, err = walk(r.batch, ins.record)
-			ins.out.ingested += int64(len(r.batch))
+			ins.out.ingested += readingBytes(r.batch)
 		}
 		if err != nil {
 			return 0, 0, err
@@ -238,6 +251,25 @@ func (in *inserter) close() {
 			st.Close()
 		}
 	}
+}
+
+// readingBytes returns the encoded size of the readings in batch: the bytes ingested, what the
+// sensors produced (summaries, scores, alerts and events are what the pipeline made of them).
+// It reads only the records' headers; batch decoded without error (unknown kinds are skipped by
+// their size), and it stops at anything that does not fit.
+func readingBytes(batch []byte) int64 {
+	var n int64
+	for off := 0; off+abi.HeaderSize <= len(batch); {
+		size := int(binary.LittleEndian.Uint32(batch[off:]))
+		if size < abi.HeaderSize || size > len(batch)-off {
+			break
+		}
+		if abi.Kind(batch[off+4]) == abi.KindReading {
+			n += int64(size)
+		}
+		off += size
+	}
+	return n
 }
 
 // record inserts one decoded record into the table of its kind.

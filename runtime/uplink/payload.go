@@ -36,17 +36,28 @@ func Prefix(site, device string) string { return "perch/" + site + "/" + device 
 //
 //	{"id":42,"time":"2026-11-25T19:24:02.123456789Z","kind":"alert","source":"threshold",
 //	 "series":"overheat","fields":{"temperature_c":31.5},"tags":{"severity":"critical"}}
+//
+// The numeric fields of a summary keep uplink.summaries.digits significant digits (default 6:
+// statistics of readings whose resolution is far coarser); those of alerts, events and raw
+// readings are exact. With uplink.summaries.batch, summaries go in batches (see [Uplink]).
 func Upstream(cfg *config.Config) store.UpstreamFunc {
 	if !cfg.Uplink.Enabled() {
 		return nil
 	}
-	return newEncoder(Prefix(cfg.Site, cfg.Device), cfg.Uplink.RawReadings).upstream
+	e := newEncoder(Prefix(cfg.Site, cfg.Device), cfg.Uplink.RawReadings)
+	if d := cfg.Uplink.Summaries.Digits; d != 0 { // 0: a config not parsed; the default
+		e.digits = d
+	}
+	return e.upstream
 }
 
 // encoder builds payloads. It is called on the recorder's writer goroutine.
 type encoder struct {
 	topics [store.PriorityReading + 1]string
 	raw    bool
+	digits int      // significant digits of summary fields; 0 or MaxSummaryDigits: exact
+	buf    []byte   // the last payload: the recorder copies it before it calls again
+	seen   [][]byte // the names already in the object being written
 
 	mu     sync.Mutex // the rate limiter (the writer is one goroutine, but be safe)
 	rate   float64    // raw readings per second
@@ -55,7 +66,7 @@ type encoder struct {
 }
 
 func newEncoder(prefix string, raw config.RawReadings) *encoder {
-	e := &encoder{raw: raw.Enabled, rate: raw.MaxPerSecond}
+	e := &encoder{raw: raw.Enabled, rate: raw.MaxPerSecond, digits: config.DefaultSummaryDigits}
 	e.topics[store.PriorityAlert] = prefix + TopicAlerts
 	e.topics[store.PrioritySummary] = prefix + TopicSummaries
 	e.topics[store.PriorityEvent] = prefix + TopicEvents
@@ -81,7 +92,12 @@ func (e *encoder) upstream(r *abi.Record) (string, int, []byte, bool) {
 	default:
 		return "", 0, nil, false
 	}
-	return e.topics[prio], prio, appendPayload(nil, r), true
+	digits := -1
+	if prio == store.PrioritySummary && e.digits > 0 && e.digits < config.MaxSummaryDigits {
+		digits = e.digits
+	}
+	e.buf, e.seen = appendPayload(e.buf[:0], r, digits, e.seen[:0])
+	return e.topics[prio], prio, e.buf, true
 }
 
 // allow is a token bucket: rate per second, a burst of max(1, rate).
@@ -99,8 +115,9 @@ func (e *encoder) allow(now time.Time) bool {
 	return true
 }
 
-// appendPayload appends the record as a JSON object without "id".
-func appendPayload(b []byte, r *abi.Record) []byte {
+// appendPayload appends the record as a JSON object without "id", its numeric fields with
+// digits significant digits (-1: exact). seen is scratch space, returned for reuse.
+func appendPayload(b []byte, r *abi.Record, digits int, seen [][]byte) ([]byte, [][]byte) {
 	b = append(b, `{"time":"`...)
 	b = time.Unix(0, r.TimeNS).UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","kind":"`...)
@@ -111,7 +128,6 @@ func appendPayload(b []byte, r *abi.Record) []byte {
 	b = appendJSONString(b, r.Series)
 	b = append(b, `,"fields":{`...)
 	n := 0
-	var seen [][]byte
 	r.Fields(func(name []byte, v float64) {
 		if dup(seen, name) {
 			return
@@ -123,7 +139,7 @@ func appendPayload(b []byte, r *abi.Record) []byte {
 		n++
 		b = appendJSONString(b, name)
 		b = append(b, ':')
-		b = appendJSONNumber(b, v)
+		b = appendJSONNumberDigits(b, v, digits)
 	})
 	b = append(b, `},"tags":{`...)
 	n, seen = 0, seen[:0]
@@ -140,7 +156,8 @@ func appendPayload(b []byte, r *abi.Record) []byte {
 		b = append(b, ':')
 		b = appendJSONString(b, v)
 	})
-	return append(b, "}}"...)
+	clear(seen) // it pointed into r
+	return append(b, "}}"...), seen[:0]
 }
 
 func dup(seen [][]byte, name []byte) bool {
@@ -162,6 +179,16 @@ func appendJSONNumber(dst []byte, v float64) []byte {
 		format = 'e'
 	}
 	return strconv.AppendFloat(dst, v, format, -1, 64)
+}
+
+// appendJSONNumberDigits appends v rounded to digits significant digits, in the shorter of
+// plain and exponent notation, without trailing zeros (21.5, 1013.25, 1.23457e+06); digits < 0
+// appends v exactly (appendJSONNumber).
+func appendJSONNumberDigits(dst []byte, v float64, digits int) []byte {
+	if digits < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return appendJSONNumber(dst, v)
+	}
+	return strconv.AppendFloat(dst, v, 'g', digits, 64)
 }
 
 // appendJSONString appends s as a JSON string; bytes that are not UTF-8 become U+FFFD.

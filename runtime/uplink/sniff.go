@@ -152,6 +152,9 @@ func (p *parser) emit(fn func(*packet)) error {
 // [store.OutboxRow.Message] writes it.
 func messageID(payload []byte) (int64, bool) {
 	const prefix = `{"id":`
+	if len(payload) > 0 && payload[0] != '{' {
+		return batchID(payload) // a batch of summaries: see batch.go
+	}
 	if len(payload) <= len(prefix) || string(payload[:len(prefix)]) != prefix {
 		return 0, false
 	}

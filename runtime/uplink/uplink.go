@@ -15,7 +15,9 @@
 // the start of its backlog, so order is kept across reconnects and a message is sent twice only
 // with the same "id", which the far side uses to drop duplicates. A daily byte budget
 // (uplink.daily_budget_bytes) holds back events and raw readings past 80 % of it, and summaries
-// past all of it; alerts always go.
+// past all of it; alerts always go. With uplink.summaries.batch, summaries wait in the outbox
+// and go together, one message per interval, gzipped with uplink.summaries.compress: see
+// batch.go for the format.
 //
 // Topics, under perch/<site>/<device>/:
 //
@@ -105,6 +107,7 @@ type Uplink struct {
 
 	ackMu   sync.Mutex
 	acks    []int64       // message ids whose PUBACK was seen, not yet deleted
+	batched []sentBatch   // batches whose PUBACK was seen, not yet deleted
 	ackWake chan struct{} // a value when acks is not empty
 
 	connMu sync.Mutex
@@ -279,6 +282,7 @@ func (u *Uplink) session(ctx context.Context) (connected bool, err error) {
 		rest, ok := strings.CutPrefix(topic, u.prefix)
 		return ok && (rest == TopicAlerts || rest == TopicSummaries || rest == TopicEvents || rest == TopicReadings)
 	}
+	var inflight batches // summaries sent together, by batch id
 	acked := func(id int64) {
 		select {
 		case <-slots:
@@ -288,8 +292,13 @@ func (u *Uplink) session(ctx context.Context) (connected bool, err error) {
 		case freed <- struct{}{}:
 		default:
 		}
+		b, isBatch := inflight.take(id)
 		u.ackMu.Lock()
-		u.acks = append(u.acks, id)
+		if isBatch {
+			u.batched = append(u.batched, b)
+		} else {
+			u.acks = append(u.acks, id)
+		}
 		u.ackMu.Unlock()
 		select {
 		case u.ackWake <- struct{}{}:
@@ -350,6 +359,10 @@ func (u *Uplink) session(ctx context.Context) (connected bool, err error) {
 	defer heartbeat.Stop()
 	poll := time.NewTicker(time.Second) // a backstop for a missed notification
 	defer poll.Stop()
+	batchDue := time.NewTimer(time.Hour) // when the oldest held summary has waited its batch
+	batchDue.Stop()
+	defer batchDue.Stop()
+	batching := u.cfg.Summaries.Batch > 0
 	var cursor store.OutboxCursor
 	if s, err := u.st.OutboxStats(ctx); err == nil && u.day == 0 {
 		// After a restart, the budget starts from what the broker acknowledged today.
@@ -358,7 +371,13 @@ func (u *Uplink) session(ctx context.Context) (connected bool, err error) {
 	for {
 		free := cap(slots) - len(slots)
 		if free > 0 {
-			rows, err := u.st.OutboxPending(ctx, u.budgetCursor(cursor, time.Now()), free)
+			now := time.Now()
+			cur := u.budgetCursor(cursor, now)
+			held := cur
+			if batching {
+				held[store.PrioritySummary] = math.MaxInt64 // sent below, together
+			}
+			rows, err := u.st.OutboxPending(ctx, held, free)
 			if err != nil && ctx.Err() == nil {
 				u.log.Error("uplink: reading the outbox", "err", err)
 			}
@@ -372,6 +391,16 @@ func (u *Uplink) session(ctx context.Context) (connected bool, err error) {
 			if len(rows) == free {
 				continue // there may be more at once
 			}
+			if batching && cur[store.PrioritySummary] != math.MaxInt64 {
+				// A slot is left after rows: sendBatch takes it before it publishes.
+				sent, wait := u.sendBatch(ctx, cl, &inflight, &cursor, cur, now, func() { slots <- struct{}{} })
+				if sent {
+					continue
+				}
+				if wait > 0 {
+					batchDue.Reset(wait)
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -383,6 +412,7 @@ func (u *Uplink) session(ctx context.Context) (connected bool, err error) {
 		case <-u.st.OutboxNotify():
 		case <-freed:
 		case <-poll.C:
+		case <-batchDue.C:
 		case <-heartbeat.C:
 			u.publishStatus(ctx, cl)
 		}
@@ -458,9 +488,20 @@ func (u *Uplink) ackLoop(ctx context.Context) {
 // sent again (with the same id).
 func (u *Uplink) flushAcks(ctx context.Context) {
 	u.ackMu.Lock()
-	ids := u.acks
-	u.acks = nil
+	ids, batched := u.acks, u.batched
+	u.acks, u.batched = nil, nil
 	u.ackMu.Unlock()
+	for _, b := range batched {
+		var err error
+		if ba, ok := u.st.(batchAcker); ok {
+			err = ba.AckBatch(ctx, b.ids, b.bytes)
+		} else {
+			err = u.st.Ack(ctx, b.ids)
+		}
+		if err != nil && ctx.Err() == nil {
+			u.log.Error("uplink: deleting acknowledged rows", "rows", len(b.ids), "err", err)
+		}
+	}
 	if len(ids) == 0 {
 		return
 	}

@@ -1476,4 +1476,140 @@ static inline perch_errno perch_config_read(char **json, uint32_t *len) {
 }
 #endif /* PERCH_NO_MALLOC */
 
+
+/* ---- Module boilerplate: init, process and poll helpers -------------------------------------- */
+/*
+ * What the first-party modules (the C files under modules/) share around their own logic. None
+ * of it runs on a per-record path: it is the start and end of perch_init and the error paths of
+ * perch_process and perch_poll, worded as the Go SDK worded them.
+ *
+ *   perch_errno perch_init(void) {
+ *       static char msgbuf[1024];
+ *       perch_text msg = perch_text_init(msgbuf, sizeof msgbuf);
+ *       perch_text_cstr(&msg, "perch_init failed: ");
+ *       char *json = NULL, *arena = NULL;
+ *       uint32_t n = 0;
+ *       perch_errno e = perch_init_config(&msg, &json, &n);
+ *       if (e != PERCH_OK) return e;
+ *       ... decode, check, set up; on an error append why to msg and goto done ...
+ *   done:
+ *       return perch_init_finish(e, &msg, json, arena);
+ *   }
+ */
+
+/* perch_text_errno appends "<prefix><op>: perch: <ERRNO>" to t and returns e: with prefix
+ * "bme280: ", such as "bme280: read data: perch: ENACK", as the Go drivers wrap a host call's
+ * error. */
+static inline perch_errno perch_text_errno(perch_text *t, const char *prefix, const char *op, perch_errno e) {
+    perch_text_cstr(t, prefix);
+    perch_text_cstr(t, op);
+    perch_text_cstr(t, ": perch: ");
+    perch_text_cstr(t, perch_errno_name(e));
+    return e;
+}
+
+/* perch_log_will_retry logs at warning level "perch_init: <why>; will retry at each poll", written
+ * into buf (cap bytes; it may be perch_init's message buffer, which is then no longer needed): for
+ * a driver whose device does not answer at init, which is not an error. */
+static inline void perch_log_will_retry(char *buf, uint32_t cap, const perch_text *why) {
+    perch_text warn = perch_text_init(buf, cap);
+    perch_text_cstr(&warn, "perch_init: ");
+    perch_text_put(&warn, why->p, why->len);
+    perch_text_cstr(&warn, "; will retry at each poll");
+    perch_log_text(PERCH_LEVEL_WARN, &warn);
+}
+
+/* perch_reading_template writes into rec (cap bytes) the reading a driver emits at every sample,
+ * for perch_poll to copy and fill in: kind reading, time 0 (the host stamps it), empty source (the
+ * host fills in the module's name), series (cut at 255 bytes) and the n fields names, valued 0.
+ * value_at[i] receives the offset in rec of field i's value (8 bytes, a little-endian double,
+ * for memcpy). It returns the record's length. cap must hold the record (perch_begin). */
+static inline uint32_t perch_reading_template(uint8_t *rec, uint32_t cap, perch_str series,
+                                              const perch_str *names, uint32_t n, uint32_t *value_at) {
+    perch_builder t;
+    perch_builder_init(&t, rec, cap);
+    perch_begin(&t, PERCH_KIND_READING, 0, PERCH_STR(""), series);
+    for (uint32_t i = 0; i < n; i++) {
+        perch_field(&t, names[i], 0);
+        value_at[i] = t.len - 8;
+    }
+    perch_end(&t);
+    return t.len;
+}
+
+/* perch_process_batch_ok reports whether the batch perch_process was handed lies inside in (the
+ * buffer perch_buffer returned), and logs at error level when it does not (return PERCH_EFAULT
+ * then). */
+static inline int perch_process_batch_ok(const perch_buf *in, const uint8_t *batch, int32_t len) {
+    if (perch_buf_holds(in, batch, len)) return 1;
+    perch_log(PERCH_LEVEL_ERROR, "perch_process failed: the batch is not inside the perch_buffer buffer");
+    return 0;
+}
+
+/* perch_process_decode_failed logs at error level "perch_process failed: <decode error> at byte
+ * <offset>" for a batch that did not decode (it->err set) and returns PERCH_EIO: as the Go SDK,
+ * the call's output is dropped. */
+static inline perch_errno perch_process_decode_failed(const perch_iter *it) {
+    char buf[160];
+    perch_text t = perch_text_init(buf, sizeof buf);
+    perch_text_cstr(&t, "perch_process failed: ");
+    perch_text_cstr(&t, perch_decode_error(it->err));
+    perch_text_cstr(&t, " at byte ");
+    perch_text_u64(&t, it->off);
+    perch_log_text(PERCH_LEVEL_ERROR, &t);
+    return PERCH_EIO;
+}
+
+/* perch_process_each is the whole of perch_process for a filter or rule that handles records one
+ * at a time: it checks that the batch lies inside in (perch_process_batch_ok; PERCH_EFAULT), starts
+ * the builder b on out, calls each on every record, two records per loop iteration (under the
+ * runtime a loop iteration costs a trip to the host), and emits what b then holds, if anything. A
+ * batch that does not decode fails with PERCH_EIO (perch_process_decode_failed), whatever each
+ * wrote dropped. It is always inlined, so that each, a constant, is called directly (and inlined
+ * where each is):
+ *
+ *   perch_errno perch_process(const uint8_t *batch, int32_t len) {
+ *       return perch_process_each(&in, &b, &out, batch, len, reading);
+ *   }
+ */
+static inline __attribute__((always_inline)) perch_errno
+perch_process_each(const perch_buf *in, perch_builder *b, const perch_buf *out, const uint8_t *batch, int32_t len,
+                   void (*each)(const perch_record *)) {
+    if (!perch_process_batch_ok(in, batch, len)) return PERCH_EFAULT;
+    perch_builder_init(b, out->ptr, out->cap);
+    perch_iter it = perch_iter_init(batch, (uint32_t)len);
+    perch_record r;
+    while (perch_next(&it, &r)) {
+        each(&r);
+        if (!perch_next(&it, &r)) break;
+        each(&r);
+    }
+    if (it.err) return perch_process_decode_failed(&it);
+    return b->len ? perch_emit(b->buf, b->len) : PERCH_OK;
+}
+
+#ifndef PERCH_NO_MALLOC
+/* perch_init_config reads the config for perch_init (perch_config_read). On an error it appends
+ * "perch: config: perch: <ERRNO>" to msg (which holds "perch_init failed: "), logs msg at error
+ * level and returns the errno, for perch_init to return; nothing is then allocated. */
+static inline perch_errno perch_init_config(perch_text *msg, char **json, uint32_t *len) {
+    perch_errno e = perch_config_read(json, len);
+    if (e != PERCH_OK) {
+        perch_text_cstr(msg, "perch: config: perch: ");
+        perch_text_cstr(msg, perch_errno_name(e));
+        perch_log_text(PERCH_LEVEL_ERROR, msg);
+    }
+    return e;
+}
+
+/* perch_init_finish ends perch_init: unless e is PERCH_OK it logs msg at error level; it frees
+ * the config (perch_init_config) and the decoder's arena (perch_config_decode), and returns e. */
+static inline perch_errno perch_init_finish(perch_errno e, const perch_text *msg, char *json, char *arena) {
+    if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, msg);
+    free(arena);
+    free(json);
+    return e;
+}
+#endif /* PERCH_NO_MALLOC */
+
 #endif /* PERCH_H */

@@ -14,11 +14,22 @@
 //	}
 //
 // A Module is used by one goroutine at a time.
+//
+// # Module tests
+//
+// For the first-party modules' tests (harness.go): [Logs] collects a module's log
+// ([LoadLogged]), [Clock] is one settable clock for a simulated device and the module, [Errno]
+// reads a call's errno; and a differential harness holds a C module to the Go package that is its
+// reference logic: [Diff] feeds both the same batches and compares the records ([SameRecords],
+// floating-point values within a relative tolerance) and the failures, [GoConfig] decodes a
+// config as the Go SDK did, and [SameInit] compares how both take a config.
 package perchtest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,16 +50,22 @@ type Options struct {
 	// (NAME.manifest.yaml) unless Manifest is set.
 	Wasm     string
 	Manifest string // path of the manifest; default beside Wasm, else manifest.yaml in the package
-	Config   any    // the module's config section; marshalled to JSON
+	Config   any    // the module's config section; marshalled to JSON unless a RawConfig
 	Grants   config.Grants
 	HAL      hal.Provider       // devices the module can reach (through its grants); e.g. hal/sim
 	State    runtime.StateStore // nil: an in-memory store (used only if state is granted)
 	Limits   config.Limits
-	Deadline time.Duration
+	Deadline time.Duration // per call; zero: DefaultDeadline
 	// MemoryPages is the memory limit in 64 KiB pages (default as in a pipeline).
 	MemoryPages uint32
 	Now         func() int64 // the module's clock in ns; nil: the wall clock
+	Logger      *slog.Logger // where the module logs; nil: as in runtime.ModuleOptions
 }
+
+// DefaultDeadline is the deadline of every call when Options.Deadline is zero: longer than a
+// pipeline's default (100 ms), so that a test on a busy machine does not fail on a descheduled
+// call. Tests of deadlines set their own.
+const DefaultDeadline = 2 * time.Second
 
 // Module is a loaded module under test.
 type Module struct {
@@ -81,7 +98,9 @@ func Open(o Options) (*Module, error) {
 		return nil, err
 	}
 	cfg := []byte("{}")
-	if o.Config != nil {
+	if raw, ok := o.Config.(RawConfig); ok {
+		cfg = []byte(raw)
+	} else if o.Config != nil {
 		if cfg, err = json.Marshal(o.Config); err != nil {
 			return nil, err
 		}
@@ -92,7 +111,7 @@ func Open(o Options) (*Module, error) {
 	}
 	m, err := runtime.LoadModule(context.Background(), runtime.ModuleOptions{
 		CacheDir: filepath.Join(os.TempDir(), "perchtest-cache"), Binary: bin, Manifest: mf, Grants: o.Grants, Config: cfg, Limits: o.Limits,
-		MemoryPages: o.MemoryPages, Deadline: o.Deadline, HAL: o.HAL, State: st, Now: o.Now,
+		MemoryPages: o.MemoryPages, Deadline: cmp.Or(o.Deadline, DefaultDeadline), HAL: o.HAL, State: st, Now: o.Now, Logger: o.Logger,
 	})
 	if err != nil {
 		return nil, err

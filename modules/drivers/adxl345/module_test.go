@@ -2,12 +2,7 @@ package adxl345_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,49 +23,10 @@ import (
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// clock is the one clock of a test: the simulated chip's and the module's.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-func (c *clock) ns() int64 { return c.now().UnixNano() }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// logs collects what a module logs.
-type logs struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logs) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logs) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, r.Level.String()+" "+r.Message)
-	return nil
-}
-func (l *logs) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logs) WithGroup(string) slog.Handler      { return l }
-func (l *logs) all() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
 // bench is a simulated ADXL345 attached where the test says, and the clock.
 type bench struct {
 	dev *sim.ADXL345
-	clk *clock
+	clk *perchtest.Clock
 	p   *sim.Provider
 }
 
@@ -104,8 +60,8 @@ func (w wiring) config(extra map[string]any) map[string]any {
 
 func newBench(t testing.TB, w wiring, sig sim.ADXL345Signals) *bench {
 	t.Helper()
-	b := &bench{clk: &clock{t: epoch}, p: sim.NewProvider()}
-	b.dev = sim.NewADXL345(sig, b.clk.now)
+	b := &bench{clk: perchtest.NewClock(epoch), p: sim.NewProvider()}
+	b.dev = sim.NewADXL345(sig, b.clk.Now)
 	var err error
 	if w.spi {
 		err = b.p.AttachSPI(w.bus, w.at, b.dev.SPI())
@@ -119,37 +75,16 @@ func newBench(t testing.TB, w wiring, sig sim.ADXL345Signals) *bench {
 }
 
 // load loads the built module with the config, grants and devices on the bench's clock.
-func load(t testing.TB, cfg map[string]any, grants config.Grants, h hal.Provider, clk *clock) (*runtime.Module, *logs, error) {
+func load(t testing.TB, cfg map[string]any, grants config.Grants, h hal.Provider, clk *perchtest.Clock) (*runtime.Module, *perchtest.Logs, error) {
 	t.Helper()
-	path := perchtest.Built(t, "adxl345")
-	bin, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mf, err := config.LoadManifest(config.ManifestPath(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &logs{}
-	m, err := runtime.LoadModule(context.Background(), runtime.ModuleOptions{
-		Binary: bin, Manifest: mf, Config: raw, Grants: grants, HAL: h, Logger: slog.New(l), Now: clk.ns,
-		CacheDir: filepath.Join(os.TempDir(), "perchtest-cache"),
-	})
-	if err == nil {
-		t.Cleanup(func() { m.Close(context.Background()) })
-	}
-	return m, l, err
+	return perchtest.LoadLogged(t, perchtest.Options{Wasm: perchtest.Built(t, "adxl345"), Config: cfg, Grants: grants, HAL: h, Now: clk.NS})
 }
 
-func mustLoad(t testing.TB, cfg map[string]any, grants config.Grants, h hal.Provider, clk *clock) (*runtime.Module, *logs) {
+func mustLoad(t testing.TB, cfg map[string]any, grants config.Grants, h hal.Provider, clk *perchtest.Clock) (*runtime.Module, *perchtest.Logs) {
 	t.Helper()
 	m, l, err := load(t, cfg, grants, h, clk)
 	if err != nil {
-		t.Fatalf("loading the module with %v: %v\nlog:\n%s", cfg, err, l.all())
+		t.Fatalf("loading the module with %v: %v\nlog:\n%s", cfg, err, l.String())
 	}
 	return m, l
 }
@@ -177,14 +112,6 @@ func want(b *bench, t time.Time, format byte) [3]float64 {
 	return [3]float64{float64(sim.ADXL345Raw(x, format)) * scale, float64(sim.ADXL345Raw(y, format)) * scale, float64(sim.ADXL345Raw(z, format)) * scale}
 }
 
-func errnoOf(err error) abi.Errno {
-	var ee *runtime.ErrnoError
-	if errors.As(err, &ee) {
-		return ee.Errno
-	}
-	return 0
-}
-
 // TestModuleExact reads the chip on every wiring, range and resolution while a noisy signal
 // sweeps the whole range (saturation included): every reading is exactly the chip's value.
 func TestModuleExact(t *testing.T) {
@@ -204,16 +131,16 @@ func TestModuleExact(t *testing.T) {
 						format |= 0x08
 					}
 					for i := range 60 {
-						b.clk.add(10 * time.Millisecond) // one sample period: a new sample each poll
+						b.clk.Add(10 * time.Millisecond) // one sample period: a new sample each poll
 						out, err := m.Poll(context.Background(), 4)
 						if err != nil {
-							t.Fatalf("poll %d: %v\n%s", i, err, l.all())
+							t.Fatalf("poll %d: %v\n%s", i, err, l.String())
 						}
 						got := xyz(t, out, "acceleration")
 						if len(got) != 1 {
 							t.Fatalf("poll %d: %d readings, want 1 (one new sample)", i, len(got))
 						}
-						if w := want(b, b.clk.now(), format); got[0] != w {
+						if w := want(b, b.clk.Now(), format); got[0] != w {
 							t.Fatalf("poll %d: read %v, want %v", i, got[0], w)
 						}
 					}
@@ -251,15 +178,15 @@ func (s *spy) Tx(ctx context.Context, w, r []byte) error {
 
 // TestModuleProtocol checks the bytes on the SPI bus: the set-up sequence and the burst read.
 func TestModuleProtocol(t *testing.T) {
-	clk := &clock{t: epoch}
-	dev := sim.NewADXL345(sim.ADXL345Signals{Z: sim.Signal{Value: 1}}, clk.now)
+	clk := perchtest.NewClock(epoch)
+	dev := sim.NewADXL345(sim.ADXL345Signals{Z: sim.Signal{Value: 1}}, clk.Now)
 	s := &spy{dev: dev.SPI()}
 	p := sim.NewProvider()
 	if err := p.AttachSPI(0, 1, s); err != nil {
 		t.Fatal(err)
 	}
 	m, _ := mustLoad(t, wirings[0].config(map[string]any{"range_g": 16, "rate_hz": 400}), wirings[0].grants, p, clk)
-	clk.add(5 * time.Millisecond)
+	clk.Add(5 * time.Millisecond)
 	if got := xyz(t, mustPoll(t, m, 1), "acceleration"); len(got) != 1 || got[0] != [3]float64{0, 0, 1} {
 		t.Errorf("read %v", got)
 	}
@@ -304,33 +231,33 @@ func TestModuleFaults(t *testing.T) {
 				m, l := mustLoad(t, w.config(nil), w.grants, b.p, b.clk)
 				check := func(when string) {
 					t.Helper()
-					b.clk.add(10 * time.Millisecond)
+					b.clk.Add(10 * time.Millisecond)
 					out, err := m.Poll(context.Background(), 1)
 					if err != nil {
-						t.Fatalf("%s: %v\n%s", when, err, l.all())
+						t.Fatalf("%s: %v\n%s", when, err, l.String())
 					}
-					if got := xyz(t, out, "acceleration"); len(got) != 1 || got[0] != want(b, b.clk.now(), 0x08) {
-						t.Fatalf("%s: read %v, want %v", when, got, want(b, b.clk.now(), 0x08))
+					if got := xyz(t, out, "acceleration"); len(got) != 1 || got[0] != want(b, b.clk.Now(), 0x08) {
+						t.Fatalf("%s: read %v, want %v", when, got, want(b, b.clk.Now(), 0x08))
 					}
 				}
 				check("before the fault")
 				b.dev.Faults().Inject(f.kind, true)
-				b.clk.add(50 * time.Millisecond)
+				b.clk.Add(50 * time.Millisecond)
 				out, err := m.Poll(context.Background(), 1)
-				if errnoOf(err) != f.want {
+				if perchtest.Errno(err) != f.want {
 					t.Fatalf("poll during %s: %v (%T), want a *runtime.ErrnoError with %v", f.kind, err, err, f.want)
 				}
 				if len(out) != 0 {
 					t.Errorf("poll during %s emitted %d bytes", f.kind, len(out))
 				}
-				if !strings.Contains(l.all(), f.log) {
-					t.Errorf("log lacks %q:\n%s", f.log, l.all())
+				if !strings.Contains(l.String(), f.log) {
+					t.Errorf("log lacks %q:\n%s", f.log, l.String())
 				}
 				b.dev.Faults().Inject(f.kind, false)
 				// The first poll after a failed read sets the chip up again: no sample yet (and
 				// none is due: the set-up starts the stale timer again).
 				if _, err := m.Poll(context.Background(), 1); err != nil && f.kind != sim.FaultStuck {
-					t.Fatalf("first poll after %s: %v\n%s", f.kind, err, l.all())
+					t.Fatalf("first poll after %s: %v\n%s", f.kind, err, l.String())
 				}
 				check("after the fault")
 				check("after the fault, again")
@@ -347,9 +274,9 @@ func TestModuleScriptedFault(t *testing.T) {
 	var errs []abi.Errno
 	readings := 0
 	for range 40 { // 0 .. 2 s, every 50 ms
-		b.clk.add(50 * time.Millisecond)
+		b.clk.Add(50 * time.Millisecond)
 		out, err := m.Poll(context.Background(), 1)
-		errs = append(errs, errnoOf(err))
+		errs = append(errs, perchtest.Errno(err))
 		readings += len(xyz(t, out, "acceleration"))
 	}
 	timeouts := 0
@@ -374,22 +301,22 @@ func TestModuleLostSetup(t *testing.T) {
 	w := wirings[0]
 	b := newBench(t, w, sim.ADXL345Signals{Z: sim.Signal{Value: 1}})
 	m, l := mustLoad(t, w.config(map[string]any{"range_g": 8}), w.grants, b.p, b.clk)
-	b.clk.add(10 * time.Millisecond)
+	b.clk.Add(10 * time.Millisecond)
 	mustPoll(t, m, 1)
 	b.dev.Faults().Inject(sim.FaultDisconnect, true)
 	port, _ := b.p.SPIPort(0, 1)
 	_ = port.Tx(context.Background(), []byte{0x80, 0}, make([]byte, 2)) // someone sees it gone
 	b.dev.Faults().Inject(sim.FaultDisconnect, false)
-	b.clk.add(10 * time.Millisecond)
+	b.clk.Add(10 * time.Millisecond)
 	_, err := m.Poll(context.Background(), 1)
-	if errnoOf(err) != abi.EIO {
+	if perchtest.Errno(err) != abi.EIO {
 		t.Fatalf("poll after a power loss: %v, want EIO", err)
 	}
-	if want := "ERROR perch_poll failed: adxl345: the chip lost its set-up (DATA_FORMAT 0x00, want 0x0a): power-cycled? Setting it up again"; !strings.Contains(l.all(), want) {
-		t.Errorf("log lacks %q:\n%s", want, l.all())
+	if want := "ERROR perch_poll failed: adxl345: the chip lost its set-up (DATA_FORMAT 0x00, want 0x0a): power-cycled? Setting it up again"; !strings.Contains(l.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, l.String())
 	}
 	mustPoll(t, m, 1) // sets it up
-	b.clk.add(10 * time.Millisecond)
+	b.clk.Add(10 * time.Millisecond)
 	if got := xyz(t, mustPoll(t, m, 1), "acceleration"); len(got) != 1 || got[0] != [3]float64{0, 0, 1} {
 		t.Errorf("after setting it up again: %v", got)
 	}
@@ -416,8 +343,8 @@ func TestModuleInit(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "perch_init returned perch: EINVAL") {
 			t.Errorf("%v: %v, want EINVAL", c.cfg, err)
 		}
-		if want := "ERROR perch_init failed: " + c.log; l.all() != want {
-			t.Errorf("%v: logged\n%s\nwant\n%s", c.cfg, l.all(), want)
+		if want := "ERROR perch_init failed: " + c.log; l.String() != want {
+			t.Errorf("%v: logged\n%s\nwant\n%s", c.cfg, l.String(), want)
 		}
 	}
 
@@ -429,27 +356,27 @@ func TestModuleInit(t *testing.T) {
 	}
 
 	// Nothing there: init goes on with a warning; polls say ENODEV until the chip appears.
-	clk := &clock{t: epoch}
+	clk := perchtest.NewClock(epoch)
 	p := sim.NewProvider()
 	m, l := mustLoad(t, w.config(nil), w.grants, p, clk)
-	if want := "WARN perch_init: adxl345: read device id: perch: ENODEV; will retry at each poll"; l.all() != want {
-		t.Errorf("logged %q, want %q", l.all(), want)
+	if want := "WARN perch_init: adxl345: read device id: perch: ENODEV; will retry at each poll"; l.String() != want {
+		t.Errorf("logged %q, want %q", l.String(), want)
 	}
-	if _, err := m.Poll(context.Background(), 1); errnoOf(err) != abi.ENODEV {
+	if _, err := m.Poll(context.Background(), 1); perchtest.Errno(err) != abi.ENODEV {
 		t.Errorf("poll with no chip: %v, want ENODEV", err)
 	}
-	dev := sim.NewADXL345(sim.ADXL345Signals{Y: sim.Signal{Value: 2}}, clk.now)
+	dev := sim.NewADXL345(sim.ADXL345Signals{Y: sim.Signal{Value: 2}}, clk.Now)
 	if err := p.AttachSPI(0, 1, dev.SPI()); err != nil {
 		t.Fatal(err)
 	}
 	mustPoll(t, m, 1)
-	clk.add(10 * time.Millisecond)
+	clk.Add(10 * time.Millisecond)
 	if got := xyz(t, mustPoll(t, m, 1), "acceleration"); len(got) != 1 || got[0] != [3]float64{0, 511.0 / 256, 0} {
 		t.Errorf("once the chip is there: %v (2 g saturates at 511 LSB at ±2 g)", got)
 	}
 
 	// Poll limits.
-	if _, err := m.Poll(context.Background(), -1); errnoOf(err) != abi.EINVAL {
+	if _, err := m.Poll(context.Background(), -1); perchtest.Errno(err) != abi.EINVAL {
 		t.Errorf("poll -1: %v", err)
 	}
 	if out, err := m.Poll(context.Background(), 0); err != nil || len(out) != 0 {

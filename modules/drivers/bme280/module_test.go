@@ -1,16 +1,11 @@
 package bme280_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -30,58 +25,20 @@ import (
 // logic: the same calibration and data registers must give the same readings) and to the
 // simulated truth.
 
-// moduleLogs collects what a module logs.
-type moduleLogs struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *moduleLogs) Enabled(context.Context, slog.Level) bool { return true }
-func (l *moduleLogs) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, r.Level.String()+" "+r.Message)
-	return nil
-}
-func (l *moduleLogs) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *moduleLogs) WithGroup(string) slog.Handler      { return l }
-func (l *moduleLogs) all() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
 var grant76 = config.Grants{I2C: []config.I2CGrant{{Bus: 1, Address: 0x76}}}
 
 // loadDriver loads the built C module with a raw JSON config, grants and devices, capturing its
 // log.
-func loadDriver(t testing.TB, cfg string, grants config.Grants, h hal.Provider) (*runtime.Module, *moduleLogs, error) {
+func loadDriver(t testing.TB, cfg string, grants config.Grants, h hal.Provider) (*runtime.Module, *perchtest.Logs, error) {
 	t.Helper()
-	path := perchtest.Built(t, "bme280")
-	bin, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mf, err := config.LoadManifest(config.ManifestPath(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &moduleLogs{}
-	m, err := runtime.LoadModule(context.Background(), runtime.ModuleOptions{
-		Binary: bin, Manifest: mf, Config: []byte(cfg), Grants: grants, HAL: h, Logger: slog.New(l),
-		CacheDir: filepath.Join(os.TempDir(), "perchtest-cache"),
-	})
-	if err == nil {
-		t.Cleanup(func() { m.Close(context.Background()) })
-	}
-	return m, l, err
+	return perchtest.LoadLogged(t, perchtest.Options{Wasm: perchtest.Built(t, "bme280"), Config: perchtest.RawConfig(cfg), Grants: grants, HAL: h})
 }
 
-func mustLoadDriver(t testing.TB, cfg string, grants config.Grants, h hal.Provider) (*runtime.Module, *moduleLogs) {
+func mustLoadDriver(t testing.TB, cfg string, grants config.Grants, h hal.Provider) (*runtime.Module, *perchtest.Logs) {
 	t.Helper()
 	m, l, err := loadDriver(t, cfg, grants, h)
 	if err != nil {
-		t.Fatalf("loading the C module with %s: %v\nlog:\n%s", cfg, err, l.all())
+		t.Fatalf("loading the C module with %s: %v\nlog:\n%s", cfg, err, l.String())
 	}
 	return m, l
 }
@@ -269,7 +226,7 @@ func TestModuleCalibrations(t *testing.T) {
 		chip.mu.Unlock()
 		out, err := m.Poll(context.Background(), 2)
 		if err != nil {
-			t.Fatalf("%v\n%s", err, l.all())
+			t.Fatalf("%v\n%s", err, l.String())
 		}
 		got := readings(t, out, "environment")
 		var c bme280.Chip
@@ -338,15 +295,15 @@ func TestModuleNACK(t *testing.T) {
 	if len(out) != 0 {
 		t.Errorf("poll with NACK emitted %d bytes", len(out))
 	}
-	if want := "ERROR perch_poll failed: bme280: start measurement: perch: ENACK"; !strings.Contains(l.all(), want) {
-		t.Errorf("log lacks %q:\n%s", want, l.all())
+	if want := "ERROR perch_poll failed: bme280: start measurement: perch: ENACK"; !strings.Contains(l.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, l.String())
 	}
 	// Still NACK: the set-up fails now.
 	if _, err := m.Poll(context.Background(), 1); !errors.As(err, &ee) || ee.Errno != abi.ENACK {
 		t.Fatalf("second poll with NACK: %v", err)
 	}
-	if want := "ERROR perch_poll failed: bme280: read chip id: perch: ENACK"; !strings.Contains(l.all(), want) {
-		t.Errorf("log lacks %q:\n%s", want, l.all())
+	if want := "ERROR perch_poll failed: bme280: read chip id: perch: ENACK"; !strings.Contains(l.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, l.String())
 	}
 	dev.InjectNACK(false)
 	out, err = m.Poll(context.Background(), 2)
@@ -369,8 +326,8 @@ func TestModuleInitErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "perch_init returned perch: ENACK") {
 		t.Errorf("init with NACK: %v, want ENACK", err)
 	}
-	if want := "ERROR perch_init failed: bme280: read chip id: perch: ENACK"; l.all() != want {
-		t.Errorf("logged %q, want %q", l.all(), want)
+	if want := "ERROR perch_init failed: bme280: read chip id: perch: ENACK"; l.String() != want {
+		t.Errorf("logged %q, want %q", l.String(), want)
 	}
 
 	chip := &imageChip{}
@@ -383,8 +340,8 @@ func TestModuleInitErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "perch_init returned perch: EINVAL") {
 		t.Errorf("init with a BMP280: %v, want EINVAL", err)
 	}
-	if want := "ERROR perch_init failed: bme280: chip id 0x58, want 0x60"; l.all() != want {
-		t.Errorf("logged %q, want %q", l.all(), want)
+	if want := "ERROR perch_init failed: bme280: chip id 0x58, want 0x60"; l.String() != want {
+		t.Errorf("logged %q, want %q", l.String(), want)
 	}
 
 	// Nothing at the address.
@@ -404,28 +361,9 @@ type goDriverConfig struct {
 // goDriverInit returns the config the Go module ran with, or the message it logged.
 func goDriverInit(raw string) (goDriverConfig, error) {
 	cfg := goDriverConfig{Bus: 1, Address: 0x76, Series: "environment"}
-	err := func() error {
-		if len(bytes.TrimSpace([]byte(raw))) == 0 {
-			return nil
-		}
-		dec := json.NewDecoder(strings.NewReader(raw))
-		dec.DisallowUnknownFields()
-		err := dec.Decode(&cfg)
-		if err == nil && dec.More() {
-			err = errors.New("data after the JSON object")
-		}
-		if err == nil {
-			return nil
-		}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return fmt.Errorf("perch: config field %q: a JSON %s cannot be a %s", te.Field, te.Value, te.Type)
-		}
+	if err := perchtest.GoConfig(raw, &cfg); err != nil {
 		// The Go module's config type was main.config.
-		return fmt.Errorf("perch: config: %s", strings.ReplaceAll(err.Error(), "bme280_test.goDriverConfig", "main.config"))
-	}()
-	if err != nil {
-		return cfg, err
+		return cfg, errors.New(strings.ReplaceAll(err.Error(), "bme280_test.goDriverConfig", "main.config"))
 	}
 	if cfg.Address != 0x76 && cfg.Address != 0x77 {
 		return cfg, fmt.Errorf("config: address: want 0x76 or 0x77, got %#x", cfg.Address)
@@ -460,18 +398,7 @@ func TestModuleConfig(t *testing.T) {
 				grants = config.Grants{I2C: []config.I2CGrant{{Bus: goCfg.Bus, Address: goCfg.Address}}}
 			}
 			m, l, cErr := loadDriver(t, cfg, grants, p)
-			switch {
-			case goErr == nil && cErr != nil:
-				t.Fatalf("Go accepts it, C refuses it: %v\n%s", cErr, l.all())
-			case goErr != nil && cErr == nil:
-				t.Fatalf("Go refuses it (%v), C accepts it", goErr)
-			case goErr != nil:
-				if want := "ERROR perch_init failed: " + goErr.Error(); l.all() != want {
-					t.Errorf("C logged\n%s\nGo logged\n%s", l.all(), want)
-				}
-				if !strings.Contains(cErr.Error(), "perch_init returned perch: EINVAL") {
-					t.Errorf("C init error %v, want EINVAL", cErr)
-				}
+			if !perchtest.SameInit(t, "", goErr, cErr, l.String()) {
 				return
 			}
 			out, err := m.Poll(context.Background(), 1)

@@ -2,8 +2,8 @@ package gpio_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,35 +20,18 @@ import (
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-func (c *clock) ns() int64 { return c.now().UnixNano() }
-func (c *clock) set(d time.Duration) {
-	c.mu.Lock()
-	c.t = epoch.Add(d)
-	c.mu.Unlock()
-}
-
 var grant17 = config.Grants{GPIO: []config.GPIOGrant{{Line: 17, Mode: "in"}}}
 
 // bench is a button on line 17 and the module reading it, on one clock.
-func bench(t *testing.T, level sim.Signal, cfg map[string]any) (*sim.Button, *clock, *perchtest.Module) {
+func bench(t *testing.T, level sim.Signal, cfg map[string]any) (*sim.Button, *perchtest.Clock, *perchtest.Module) {
 	t.Helper()
-	clk := &clock{t: epoch}
-	b := sim.NewButton(level, clk.now)
+	clk := perchtest.NewClock(epoch)
+	b := sim.NewButton(level, clk.Now)
 	p := sim.NewProvider()
 	if err := p.AttachGPIO(17, b); err != nil {
 		t.Fatal(err)
 	}
-	m := perchtest.Load(t, perchtest.Options{Wasm: perchtest.Built(t, "gpio"), Config: cfg, Grants: grant17, HAL: p, Now: clk.ns})
+	m := perchtest.Load(t, perchtest.Options{Wasm: perchtest.Built(t, "gpio"), Config: cfg, Grants: grant17, HAL: p, Now: clk.NS})
 	return b, clk, m
 }
 
@@ -59,11 +42,11 @@ type report struct {
 }
 
 // pollEvery polls every step from step to end and returns the readings, checking their shape.
-func pollEvery(t *testing.T, m *perchtest.Module, clk *clock, step, end time.Duration, series string) []report {
+func pollEvery(t *testing.T, m *perchtest.Module, clk *perchtest.Clock, step, end time.Duration, series string) []report {
 	t.Helper()
 	var got []report
 	for at := step; at <= end; at += step {
-		clk.set(at)
+		clk.Set(at)
 		for _, r := range m.Poll(t, 4) {
 			if r.Kind != abi.KindReading || r.Series != series || len(r.Fields) != 2 {
 				t.Fatalf("record %+v", r)
@@ -91,7 +74,7 @@ func TestModuleEdges(t *testing.T) {
 		}
 		want = append(want, report{e.Time.Sub(epoch), lv, float64(i + 1)})
 	}
-	if len(want) != 5 || !equal(got, want) {
+	if len(want) != 5 || !slices.Equal(got, want) {
 		t.Errorf("readings\n%v\nwant\n%v", got, want)
 	}
 }
@@ -106,21 +89,9 @@ func TestModuleDebounce(t *testing.T) {
 	got := pollEvery(t, m, clk, 5*time.Millisecond, 4*time.Second, "door")
 	// Seen high from 2 s, reported once it held for 20 ms; the same on release at 3 s.
 	want := []report{{5 * time.Millisecond, 0, 0}, {2020 * time.Millisecond, 1, 1}, {3020 * time.Millisecond, 0, 2}}
-	if !equal(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("readings\n%v\nwant\n%v", got, want)
 	}
-}
-
-func equal(a, b []report) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestModuleFaults: a timeout or a disconnect fails the poll with its errno (the module stays up
@@ -137,7 +108,7 @@ func TestModuleFaults(t *testing.T) {
 			var errs []string
 			var levels []float64
 			for at := 500 * time.Millisecond; at <= 4*time.Second; at += 500 * time.Millisecond {
-				clk.set(at)
+				clk.Set(at)
 				out, err := m.TryPoll(1)
 				var ee *runtime.ErrnoError
 				switch {
@@ -165,7 +136,7 @@ func TestModuleFaults(t *testing.T) {
 		b, clk, m := bench(t, sim.Signal{Shape: "step", From: 0, To: 1, Start: sim.Duration(2 * time.Second)}, map[string]any{"line": 17})
 		b.Faults().Script([]sim.Fault{{Kind: sim.FaultStuck, At: sim.Duration(time.Second), For: sim.Duration(2 * time.Second)}})
 		got := pollEvery(t, m, clk, 500*time.Millisecond, 4*time.Second, "button")
-		if want := []report{{500 * time.Millisecond, 0, 0}, {3 * time.Second, 1, 1}}; !equal(got, want) {
+		if want := []report{{500 * time.Millisecond, 0, 0}, {3 * time.Second, 1, 1}}; !slices.Equal(got, want) {
 			t.Errorf("readings %v, want %v (the step shows only once the line is free)", got, want)
 		}
 	})

@@ -2,13 +2,8 @@ package pms5003_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"log/slog"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,75 +22,20 @@ import (
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-func (c *clock) ns() int64 { return c.now().UnixNano() }
-func (c *clock) set(d time.Duration) {
-	c.mu.Lock()
-	c.t = epoch.Add(d)
-	c.mu.Unlock()
-}
-
-type logs struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logs) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logs) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, r.Level.String()+" "+r.Message)
-	return nil
-}
-func (l *logs) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logs) WithGroup(string) slog.Handler      { return l }
-func (l *logs) all() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
 const port = "/dev/ttyUSB0"
 
 var grant = config.Grants{UART: []config.UARTGrant{{Port: port}}}
 
-func load(t testing.TB, cfg map[string]any, grants config.Grants, h hal.Provider, clk *clock) (*runtime.Module, *logs, error) {
+func load(t testing.TB, cfg map[string]any, grants config.Grants, h hal.Provider, clk *perchtest.Clock) (*runtime.Module, *perchtest.Logs, error) {
 	t.Helper()
-	path := perchtest.Built(t, "pms5003")
-	bin, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mf, err := config.LoadManifest(config.ManifestPath(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := json.Marshal(cfg)
-	l := &logs{}
-	m, err := runtime.LoadModule(context.Background(), runtime.ModuleOptions{
-		Binary: bin, Manifest: mf, Config: raw, Grants: grants, HAL: h, Logger: slog.New(l), Now: clk.ns,
-		CacheDir: filepath.Join(os.TempDir(), "perchtest-cache"),
-	})
-	if err == nil {
-		t.Cleanup(func() { m.Close(context.Background()) })
-	}
-	return m, l, err
+	return perchtest.LoadLogged(t, perchtest.Options{Wasm: perchtest.Built(t, "pms5003"), Config: cfg, Grants: grants, HAL: h, Now: clk.NS})
 }
 
 // bench is a PMS5003 on the port and the module reading it, on one clock.
-func bench(t *testing.T, sig sim.PMS5003Signals, cfg map[string]any) (*sim.PMS5003, *clock, *runtime.Module, *logs) {
+func bench(t *testing.T, sig sim.PMS5003Signals, cfg map[string]any) (*sim.PMS5003, *perchtest.Clock, *runtime.Module, *perchtest.Logs) {
 	t.Helper()
-	clk := &clock{t: epoch}
-	dev := sim.NewPMS5003(sig, clk.now)
+	clk := perchtest.NewClock(epoch)
+	dev := sim.NewPMS5003(sig, clk.Now)
 	p := sim.NewProvider()
 	if err := p.AttachUART(port, dev); err != nil {
 		t.Fatal(err)
@@ -105,7 +45,7 @@ func bench(t *testing.T, sig sim.PMS5003Signals, cfg map[string]any) (*sim.PMS50
 	}
 	m, l, err := load(t, cfg, grant, p, clk)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, l.all())
+		t.Fatalf("%v\n%s", err, l.String())
 	}
 	return dev, clk, m, l
 }
@@ -134,14 +74,6 @@ func data(t testing.TB, out []byte, series string) []sim.PMS5003Data {
 	return got
 }
 
-func errnoOf(err error) abi.Errno {
-	var ee *runtime.ErrnoError
-	if errors.As(err, &ee) {
-		return ee.Errno
-	}
-	return 0
-}
-
 // busy has every quantity moving, each differently, over the whole 16-bit range.
 var busy = sim.PMS5003Signals{
 	PM1:     sim.Signal{Shape: "ramp", From: 0, To: 65535, Period: sim.Duration(30 * time.Second)},
@@ -166,10 +98,10 @@ func TestModuleExact(t *testing.T) {
 			dev, clk, m, l := bench(t, busy, map[string]any{"port": port, "series": "air", "timeout": "10s"})
 			var got []sim.PMS5003Data
 			for at := step; at < 20*time.Second+step; at += step {
-				clk.set(min(at, 20*time.Second))
+				clk.Set(min(at, 20*time.Second))
 				out, err := m.Poll(context.Background(), 8)
 				if err != nil {
-					t.Fatalf("at %v: %v\n%s", at, err, l.all())
+					t.Fatalf("at %v: %v\n%s", at, err, l.String())
 				}
 				got = append(got, data(t, out, "air")...)
 			}
@@ -189,7 +121,7 @@ func TestModuleExact(t *testing.T) {
 // TestModulePollMax: frames beyond max stay for the next poll.
 func TestModulePollMax(t *testing.T) {
 	_, clk, m, _ := bench(t, busy, nil)
-	clk.set(3500 * time.Millisecond) // frames at 0, 1, 2, 3 s
+	clk.Set(3500 * time.Millisecond) // frames at 0, 1, 2, 3 s
 	var n []int
 	for range 5 {
 		out, err := m.Poll(context.Background(), 1)
@@ -198,28 +130,16 @@ func TestModulePollMax(t *testing.T) {
 		}
 		n = append(n, len(data(t, out, "air")))
 	}
-	if want := []int{1, 1, 1, 1, 0}; !equalInts(n, want) {
+	if want := []int{1, 1, 1, 1, 0}; !slices.Equal(n, want) {
 		t.Errorf("readings per poll %v, want %v", n, want)
 	}
 }
 
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // TestModuleWakesSensor: a sensor left asleep in passive mode is woken and put in active mode.
 func TestModuleWakesSensor(t *testing.T) {
-	clk := &clock{t: epoch}
-	dev := sim.NewPMS5003(busy, clk.now)
-	clk.set(100 * time.Millisecond)
+	clk := perchtest.NewClock(epoch)
+	dev := sim.NewPMS5003(busy, clk.Now)
+	clk.Set(100 * time.Millisecond)
 	if n, err := dev.Read(context.Background(), make([]byte, 64)); n != 32 || err != nil { // frame 0
 		t.Fatal(n, err)
 	}
@@ -232,15 +152,15 @@ func TestModuleWakesSensor(t *testing.T) {
 	if err := p.AttachUART(port, dev); err != nil {
 		t.Fatal(err)
 	}
-	clk.set(500 * time.Millisecond)
+	clk.Set(500 * time.Millisecond)
 	m, l, err := load(t, map[string]any{"port": port}, grant, p, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk.set(1100 * time.Millisecond)
+	clk.Set(1100 * time.Millisecond)
 	out, err := m.Poll(context.Background(), 4)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, l.all())
+		t.Fatalf("%v\n%s", err, l.String())
 	}
 	if got := data(t, out, "air"); len(got) != 1 || got[0] != dev.Truth(epoch.Add(time.Second)) {
 		t.Errorf("after waking the sensor: %v", got)
@@ -249,14 +169,14 @@ func TestModuleWakesSensor(t *testing.T) {
 
 // TestModuleFaults injects every fault the sensor can suffer.
 func TestModuleFaults(t *testing.T) {
-	poll := func(t *testing.T, m *runtime.Module, clk *clock, at time.Duration) ([]sim.PMS5003Data, abi.Errno) {
+	poll := func(t *testing.T, m *runtime.Module, clk *perchtest.Clock, at time.Duration) ([]sim.PMS5003Data, abi.Errno) {
 		t.Helper()
-		clk.set(at)
+		clk.Set(at)
 		out, err := m.Poll(context.Background(), 8)
-		if err != nil && errnoOf(err) == 0 {
+		if err != nil && perchtest.Errno(err) == 0 {
 			t.Fatalf("at %v: %v (a fault, not an errno)", at, err)
 		}
-		return data(t, out, "air"), errnoOf(err)
+		return data(t, out, "air"), perchtest.Errno(err)
 	}
 	t.Run("corrupt", func(t *testing.T) {
 		dev, clk, m, l := bench(t, busy, nil)
@@ -269,8 +189,8 @@ func TestModuleFaults(t *testing.T) {
 		if e != abi.EIO || len(got) != 1 || got[0] != dev.Truth(epoch.Add(3*time.Second)) {
 			t.Fatalf("with a corrupt frame: %v, %v; want EIO and frame 3", got, e)
 		}
-		if !strings.Contains(l.all(), "ERROR perch_poll failed: pms5003: 1 frame with a bad checksum (0x") {
-			t.Errorf("log:\n%s", l.all())
+		if !strings.Contains(l.String(), "ERROR perch_poll failed: pms5003: 1 frame with a bad checksum (0x") {
+			t.Errorf("log:\n%s", l.String())
 		}
 		if got, e = poll(t, m, clk, 4200*time.Millisecond); len(got) != 1 || e != 0 {
 			t.Errorf("after: %v, %v", got, e)
@@ -291,8 +211,8 @@ func TestModuleFaults(t *testing.T) {
 					t.Errorf("at %v: %d readings, %v; want %v", at, len(got), e, c.want)
 				}
 			}
-			if want := "ERROR perch_poll failed: pms5003: read: perch: " + c.want.String(); !strings.Contains(l.all(), want) {
-				t.Errorf("log lacks %q:\n%s", want, l.all())
+			if want := "ERROR perch_poll failed: pms5003: read: perch: " + c.want.String(); !strings.Contains(l.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, l.String())
 			}
 			// Frames 2 and 3 were never sent; 4 and 5 are read.
 			got, e := poll(t, m, clk, 5200*time.Millisecond)
@@ -330,16 +250,16 @@ func TestModuleFaults(t *testing.T) {
 		if _, e := poll(t, m, clk, 3800*time.Millisecond); e != abi.ETIMEDOUT {
 			t.Errorf("2.6 s without a frame: %v, want ETIMEDOUT", e)
 		}
-		if !strings.Contains(l.all(), "ERROR perch_poll failed: pms5003: no frame for 2600 ms") {
-			t.Errorf("log:\n%s", l.all())
+		if !strings.Contains(l.String(), "ERROR perch_poll failed: pms5003: no frame for 2600 ms") {
+			t.Errorf("log:\n%s", l.String())
 		}
 	})
 }
 
 func TestModuleInit(t *testing.T) {
-	clk := &clock{t: epoch}
+	clk := perchtest.NewClock(epoch)
 	p := sim.NewProvider()
-	if err := p.AttachUART(port, sim.NewPMS5003(busy, clk.now)); err != nil {
+	if err := p.AttachUART(port, sim.NewPMS5003(busy, clk.Now)); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -356,8 +276,8 @@ func TestModuleInit(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "perch_init returned perch: "+c.errno.String()) {
 			t.Errorf("%v: %v, want %v", c.cfg, err, c.errno)
 		}
-		if l.all() != c.log {
-			t.Errorf("%v: logged\n%s\nwant\n%s", c.cfg, l.all(), c.log)
+		if l.String() != c.log {
+			t.Errorf("%v: logged\n%s\nwant\n%s", c.cfg, l.String(), c.log)
 		}
 	}
 	// No sensor yet: init warns, polls say ENODEV until it is there.
@@ -366,13 +286,13 @@ func TestModuleInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "WARN perch_init: pms5003: wake up: perch: ENODEV; will retry at each poll"; l.all() != want {
-		t.Errorf("logged %q", l.all())
+	if want := "WARN perch_init: pms5003: wake up: perch: ENODEV; will retry at each poll"; l.String() != want {
+		t.Errorf("logged %q", l.String())
 	}
-	if _, err := m.Poll(context.Background(), 1); errnoOf(err) != abi.ENODEV {
+	if _, err := m.Poll(context.Background(), 1); perchtest.Errno(err) != abi.ENODEV {
 		t.Errorf("poll without a sensor: %v", err)
 	}
-	if _, err := m.Poll(context.Background(), -1); errnoOf(err) != abi.EINVAL {
+	if _, err := m.Poll(context.Background(), -1); perchtest.Errno(err) != abi.EINVAL {
 		t.Errorf("poll -1: %v", err)
 	}
 }

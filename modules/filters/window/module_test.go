@@ -1,24 +1,19 @@
 package window_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/perch-edge/perch/modules/filters/window"
 	"github.com/perch-edge/perch/runtime"
-	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/sdk/abi"
 	"github.com/perch-edge/perch/sdk/perchtest"
 )
@@ -31,231 +26,44 @@ import (
 
 const moduleName = "window"
 
-// goStage is the reference: the Go package behind what the Go SDK did with it (on an error the
-// call's output is dropped).
-type goStage struct {
-	w   *window.Window
-	out abi.Builder
-}
-
-func (g *goStage) process(batch []byte) ([]byte, error) {
-	g.out.Buf = g.out.Buf[:0]
-	it := abi.Iter{Buf: batch}
-	if err := g.w.Process(&it, &g.out); err != nil {
-		return nil, err
-	}
-	return g.out.Buf, nil
-}
-
-// logs collects what a module logs.
-type logs struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logs) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logs) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, r.Level.String()+" "+r.Message)
-	return nil
-}
-func (l *logs) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logs) WithGroup(string) slog.Handler      { return l }
-func (l *logs) all() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
 // load loads the built C module with a raw JSON config, capturing its log.
-func load(t testing.TB, cfg string) (*runtime.Module, *logs, error) {
+func load(t testing.TB, cfg string) (*runtime.Module, *perchtest.Logs, error) {
 	t.Helper()
-	path := perchtest.Built(t, moduleName)
-	bin, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mf, err := config.LoadManifest(config.ManifestPath(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &logs{}
-	m, err := runtime.LoadModule(context.Background(), runtime.ModuleOptions{
-		Binary: bin, Manifest: mf, Config: []byte(cfg), Logger: slog.New(l),
-		CacheDir: filepath.Join(os.TempDir(), "perchtest-cache"),
-	})
-	if err == nil {
-		t.Cleanup(func() { m.Close(context.Background()) })
-	}
-	return m, l, err
+	return perchtest.LoadLogged(t, perchtest.Options{Wasm: perchtest.Built(t, moduleName), Config: perchtest.RawConfig(cfg)})
 }
 
-func mustLoad(t testing.TB, cfg string) (*runtime.Module, *logs) {
+func mustLoad(t testing.TB, cfg string) (*runtime.Module, *perchtest.Logs) {
 	t.Helper()
 	m, l, err := load(t, cfg)
 	if err != nil {
-		t.Fatalf("loading the C module with %s: %v\nlog:\n%s", cfg, err, l.all())
+		t.Fatalf("loading the C module with %s: %v\nlog:\n%s", cfg, err, l)
 	}
 	return m, l
 }
 
-// goConfig decodes a config as the Go SDK's perch.Config did (encoding/json, unknown fields
-// refused, the same error wording).
-func goConfig(raw string, v any) error {
-	if len(bytes.TrimSpace([]byte(raw))) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(strings.NewReader(raw))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("data after the JSON object")
-	}
-	if err == nil {
-		return nil
-	}
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return fmt.Errorf("perch: config field %q: a JSON %s cannot be a %s", te.Field, te.Value, te.Type)
-	}
-	return fmt.Errorf("perch: config: %w", err)
-}
-
-// newGo builds the reference from a raw config as the Go module did, or returns the message the
-// Go module logged.
-func newGo(raw string) (*goStage, error) {
+// newGo builds the reference from a raw config as the Go module did (the config decoded as the
+// Go SDK's perch.Config did), or returns the message the Go module logged.
+func newGo(raw string) (*perchtest.Reference, error) {
 	var cfg window.Config
-	if err := goConfig(raw, &cfg); err != nil {
+	if err := perchtest.GoConfig(raw, &cfg); err != nil {
 		return nil, err
 	}
-	w, err := window.New(cfg)
+	x, err := window.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &goStage{w: w}, nil
+	return &perchtest.Reference{Stage: x}, nil
 }
 
-// near reports whether two field values agree: equal (NaN equal to NaN), or within 1e-9
-// relative.
-func near(a, b float64) bool {
-	if a == b || math.IsNaN(a) && math.IsNaN(b) {
-		return true
-	}
-	return math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b))
-}
-
-// sameRecords fails t unless got (the C module's output) holds the records of want (the Go
-// reference's), with the module's name as the source where want has none. It returns the
-// number of records.
-func sameRecords(t testing.TB, what string, want, got []byte) int {
-	t.Helper()
-	wi, gi := abi.Iter{Buf: want}, abi.Iter{Buf: got}
-	n := 0
-	for ; ; n++ {
-		wok, gok := wi.Next(), gi.Next()
-		if !wok || !gok {
-			if wok != gok {
-				wc, _ := abi.Count(want)
-				gc, _ := abi.Count(got)
-				t.Fatalf("%s: %d records from Go, %d from C\nGo:\n%s\nC:\n%s", what, wc, gc, render(want, ""), render(got, moduleName))
-			}
-			break
-		}
-		w, g := &wi.Rec, &gi.Rec
-		src := string(w.Source)
-		if src == "" {
-			src = moduleName
-		}
-		// A time of 0 is stamped by the host, with the current time.
-		if w.Kind != g.Kind || (w.TimeNS != g.TimeNS && w.TimeNS != 0) || string(w.Series) != string(g.Series) || src != string(g.Source) ||
-			w.NumFields() != g.NumFields() || w.NumTags() != g.NumTags() {
-			t.Fatalf("%s: record %d differs\nGo: %s\nC:  %s", what, n, renderRec(w, ""), renderRec(g, moduleName))
-		}
-		for i := range w.NumFields() {
-			wn, wv := w.FieldAt(i)
-			gn, gv := g.FieldAt(i)
-			if string(wn) != string(gn) || !near(wv, gv) {
-				t.Fatalf("%s: record %d field %d: Go %s=%v, C %s=%v\nGo: %s\nC:  %s", what, n, i, wn, wv, gn, gv,
-					renderRec(w, ""), renderRec(g, moduleName))
-			}
-		}
-		var wt, gt []string
-		w.Tags(func(k, v []byte) { wt = append(wt, string(k)+"="+string(v)) })
-		g.Tags(func(k, v []byte) { gt = append(gt, string(k)+"="+string(v)) })
-		if strings.Join(wt, "\x00") != strings.Join(gt, "\x00") {
-			t.Fatalf("%s: record %d tags: Go %q, C %q", what, n, wt, gt)
-		}
-	}
-	if gi.Err() != nil || wi.Err() != nil {
-		t.Fatalf("%s: output does not decode: Go %v, C %v", what, wi.Err(), gi.Err())
-	}
-	return n
-}
-
-// render prints a batch one record a line, as the Go package's golden file does, with the
-// source blanked when it is the module's name.
-func render(batch []byte, blank string) string {
-	var lines []string
-	it := abi.Iter{Buf: batch}
-	for it.Next() {
-		lines = append(lines, renderRec(&it.Rec, blank))
-	}
-	if it.Err() != nil {
-		lines = append(lines, "error: "+it.Err().Error())
-	}
-	return strings.Join(lines, "\n")
-}
-
-func renderRec(r *abi.Record, blank string) string {
-	var sb strings.Builder
-	src := string(r.Source)
-	if src == blank {
-		src = ""
-	}
-	fmt.Fprintf(&sb, "%v t=%gs src=%q series=%s", r.Kind, float64(r.TimeNS)/1e9, src, r.Series)
-	r.Fields(func(name []byte, v float64) { fmt.Fprintf(&sb, " %s=%.6g", name, v) })
-	r.Tags(func(k, v []byte) { fmt.Fprintf(&sb, " %s:%s", k, v) })
-	return sb.String()
-}
-
-// pair is the reference and the C module with the same config.
-type pair struct {
-	goStage *goStage
-	c       *runtime.Module
-	logs    *logs
-	records int // output records compared
-}
-
-func newPair(t testing.TB, cfg string) *pair {
+// newPair loads the reference and the C module with the same config.
+func newPair(t testing.TB, cfg string) *perchtest.Diff {
 	t.Helper()
 	g, err := newGo(cfg)
 	if err != nil {
 		t.Fatalf("Go reference with %s: %v", cfg, err)
 	}
 	c, l := mustLoad(t, cfg)
-	return &pair{goStage: g, c: c, logs: l}
-}
-
-// process feeds one batch to both and compares what they emit and how they fail.
-func (p *pair) process(t testing.TB, what string, batch []byte) {
-	t.Helper()
-	want, werr := p.goStage.process(batch)
-	got, gerr := p.c.Process(context.Background(), batch)
-	if werr != nil {
-		var ee *runtime.ErrnoError
-		if !errors.As(gerr, &ee) || ee.Errno != abi.EIO || len(got) != 0 {
-			t.Fatalf("%s: Go failed with %v; C: %v, %d bytes out (want EIO and nothing)", what, werr, gerr, len(got))
-		}
-		if !strings.Contains(p.logs.all(), "perch_process failed: "+werr.Error()) {
-			t.Fatalf("%s: C did not log %q:\n%s", what, "perch_process failed: "+werr.Error(), p.logs.all())
-		}
-		return
-	}
-	if gerr != nil {
-		t.Fatalf("%s: C failed: %v\nlog:\n%s", what, gerr, p.logs.all())
-	}
-	p.records += sameRecords(t, what, want, got)
+	return &perchtest.Diff{Ref: g, C: c, Logs: l, Source: moduleName, RelTol: 1e-9}
 }
 
 // rec is one input record.
@@ -330,7 +138,7 @@ func TestTable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPair(t, tc.cfg)
 			for i, b := range tc.batches {
-				p.process(t, fmt.Sprintf("batch %d", i), encode(b...))
+				p.Process(t, fmt.Sprintf("batch %d", i), encode(b...))
 			}
 		})
 	}
@@ -365,19 +173,19 @@ func TestGolden(t *testing.T) {
 	var all []byte
 	batches := append(goldenBatches(), encode(reading(7200, "bme280-0", "env", "temp", 0.0)))
 	for i, b := range batches {
-		got, err := p.c.Process(context.Background(), b)
+		got, err := p.C.Process(context.Background(), b)
 		if err != nil {
 			t.Fatal(err)
 		}
 		all = append(all, got...)
-		want, _ := p.goStage.process(b)
-		sameRecords(t, fmt.Sprintf("batch %d", i), want, got)
+		want, _ := p.Ref.Process(b)
+		perchtest.SameRecords(t, fmt.Sprintf("batch %d", i), want, got, moduleName, p.RelTol)
 	}
 	golden, err := os.ReadFile(filepath.Join("testdata", "summaries.golden"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := render(all, moduleName) + "\n"; got != string(golden) {
+	if got := perchtest.Render(all, moduleName, "%.6g") + "\n"; got != string(golden) {
 		t.Errorf("the C module's summaries differ from testdata/summaries.golden:\n%s", got[:min(len(got), 2000)])
 	}
 }
@@ -530,9 +338,9 @@ func TestRandom(t *testing.T) {
 					if g.r.IntN(25) == 0 {
 						batch = g.corrupt(batch)
 					}
-					p.process(t, fmt.Sprintf("seed %d batch %d", seed, b), batch)
+					p.Process(t, fmt.Sprintf("seed %d batch %d", seed, b), batch)
 				}
-				records += p.records
+				records += p.Records
 			}
 			if records == 0 {
 				t.Error("no summaries compared")
@@ -550,9 +358,9 @@ func TestExtremeTimes(t *testing.T) {
 		for _, ts := range []int64{math.MinInt64, math.MinInt64 + 1, math.MinInt64 + 9, -1, 0, 1, math.MaxInt64 - 10, math.MaxInt64,
 			math.MinInt64, 0, math.MaxInt64 / 2, math.MaxInt64} {
 			recs = append(recs, rec{kind: abi.KindReading, t: ts, source: "a", series: "env", fields: []abi.Field{{Name: "v", Value: float64(ts % 1000)}}})
-			p.process(t, fmt.Sprintf("%s at %d", cfg, ts), encode(recs[len(recs)-1]))
+			p.Process(t, fmt.Sprintf("%s at %d", cfg, ts), encode(recs[len(recs)-1]))
 		}
-		p.process(t, cfg+" all", encode(recs...))
+		p.Process(t, cfg+" all", encode(recs...))
 	}
 }
 
@@ -601,20 +409,7 @@ func TestConfig(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, goErr := newGo(tc.cfg)
 			_, l, cErr := load(t, tc.cfg)
-			switch {
-			case goErr == nil && cErr != nil:
-				t.Fatalf("Go accepts it, C refuses it: %v\n%s", cErr, l.all())
-			case goErr != nil && cErr == nil:
-				t.Fatalf("Go refuses it (%v), C accepts it", goErr)
-			case goErr == nil:
-				return
-			}
-			if !strings.Contains(cErr.Error(), "perch_init returned perch: EINVAL") {
-				t.Errorf("C init error %v, want EINVAL", cErr)
-			}
-			if want := "ERROR perch_init failed: " + goErr.Error(); l.all() != want {
-				t.Errorf("C logged\n%s\nGo logged\n%s", l.all(), want)
-			}
+			perchtest.SameInit(t, "", goErr, cErr, l.String())
 		})
 	}
 }
@@ -653,16 +448,7 @@ func TestConfigMutations(t *testing.T) {
 		cfg := string(b)
 		_, goErr := newGo(cfg)
 		_, l, cErr := load(t, cfg)
-		switch {
-		case goErr == nil && cErr != nil:
-			t.Errorf("%q: Go accepts it, C refuses it: %v\n%s", cfg, cErr, l.all())
-		case goErr != nil && cErr == nil:
-			t.Errorf("%q: Go refuses it (%v), C accepts it", cfg, goErr)
-		case goErr != nil:
-			if want := "ERROR perch_init failed: " + goErr.Error(); l.all() != want {
-				t.Errorf("%q:\nC logged  %s\nGo logged %s", cfg, l.all(), want)
-			}
-		}
+		perchtest.SameInit(t, fmt.Sprintf("%q", cfg), goErr, cErr, l.String())
 	}
 }
 
@@ -697,22 +483,22 @@ func TestLimits(t *testing.T) {
 	}
 	for _, w := range []string{"WARN window: 1 readings dropped: more than 1024 (source, series) pairs",
 		"WARN window: 64 readings dropped", "WARN window: 1 values dropped: more than 51 fields", "WARN window: 8 values dropped"} {
-		if !strings.Contains(l.all(), w) {
-			t.Errorf("log lacks %q:\n%s", w, l.all())
+		if !strings.Contains(l.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, l.String())
 		}
 	}
-	if strings.Contains(l.all(), "76 readings dropped") {
-		t.Errorf("logged a count that is not a power of two:\n%s", l.all())
+	if strings.Contains(l.String(), "76 readings dropped") {
+		t.Errorf("logged a count that is not a power of two:\n%s", l.String())
 	}
 }
 
 // TestEmptyBatch checks empty batches between others.
 func TestEmptyBatch(t *testing.T) {
 	p := newPair(t, `{"window":"10s"}`)
-	p.process(t, "empty", nil)
-	p.process(t, "one", encode(reading(1, "a", "env", "v", 1.0)))
-	p.process(t, "empty again", nil)
-	p.process(t, "close", encode(reading(11, "a", "env", "v", 1.0)))
+	p.Process(t, "empty", nil)
+	p.Process(t, "one", encode(reading(1, "a", "env", "v", 1.0)))
+	p.Process(t, "empty again", nil)
+	p.Process(t, "close", encode(reading(11, "a", "env", "v", 1.0)))
 }
 
 // benchBatch is the benchmark's batch: n readings of three fields from four sources.
@@ -764,6 +550,6 @@ func BenchmarkModule(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		run(b, g.process)
+		run(b, g.Process)
 	})
 }

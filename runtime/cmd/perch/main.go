@@ -3,6 +3,7 @@
 //	perch run --config perch.yaml [--for 60s] [--quiet]   run a pipeline
 //	perch validate perch.yaml                              check a config without running it
 //	perch db --db var/perch.db [VIEW ...]                  print the recorder's views
+//	perch status --db var/perch.db [--json]                modules, alerts, outbox, uptime
 //	perch module new NAME [--dir DIR] [--kind KIND]        scaffold a Go module
 //	perch version
 package main
@@ -27,6 +28,7 @@ Usage:
   perch run --config FILE [--for DURATION] [--quiet] [--log-level LEVEL]
   perch validate FILE
   perch db --db FILE [VIEW ...]
+  perch status --db FILE [--json]
   perch module new NAME [--dir DIR] [--kind filter|rule|driver] [--perch PATH]
   perch version
 `
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdValidate(ctx, rest, stdout, stderr)
 	case "db":
 		return cmdDB(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
 	case "module":
 		return cmdModule(rest, stdout, stderr)
 	case "version":

@@ -12,6 +12,7 @@ import (
 
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/uplink"
 	"github.com/perch-edge/perch/sdk/abi"
 )
 
@@ -26,7 +27,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var lv slog.Level
+	// A LevelVar, so that the uplink's state/desired {"log_level": ...} changes it at run time.
+	lv := new(slog.LevelVar)
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("perch run: --log-level: %w", err)
 	}
@@ -35,7 +37,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	opts := runtime.Options{Logger: log, Interpreter: *interp}
+	opts := runtime.Options{Logger: log, Interpreter: *interp,
+		Uplink: uplink.Options{Version: Version, LogLevel: lv}}
 	if !*quiet {
 		p := &printer{w: stdout}
 		opts.OnRecords = p.print
@@ -45,6 +48,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer rt.Close()
+	// The facts `perch status` reads from the recorder alone.
+	for _, kv := range [][2]string{{"runtime_version", Version}, {"site", cfg.Site}, {"device", cfg.Device}} {
+		if err := rt.Store().SetMeta(ctx, kv[0], kv[1]); err != nil {
+			log.Warn("recording a fact in the meta table failed", "key", kv[0], "err", err)
+		}
+	}
 	if *dur > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *dur)

@@ -55,11 +55,7 @@ PERCH_DEFINE_BUFFER(in)
 
 /* fail appends "adxl345: <op>: perch: <errno>" and returns e. */
 static perch_errno fail(perch_text *why, const char *op, perch_errno e) {
-    perch_text_cstr(why, "adxl345: ");
-    perch_text_cstr(why, op);
-    perch_text_cstr(why, ": perch: ");
-    perch_text_cstr(why, perch_errno_name(e));
-    return e;
+    return perch_text_errno(why, "adxl345: ", op, e);
 }
 
 /* read_regs reads n (<= 8) registers from reg on. */
@@ -124,13 +120,8 @@ perch_errno perch_init(void) {
     perch_text_cstr(&msg, "perch_init failed: ");
     char *json = NULL, *arena = NULL;
     uint32_t n = 0;
-    perch_errno e = perch_config_read(&json, &n);
-    if (e != PERCH_OK) {
-        perch_text_cstr(&msg, "perch: config: perch: ");
-        perch_text_cstr(&msg, perch_errno_name(e));
-        perch_log_text(PERCH_LEVEL_ERROR, &msg);
-        return e;
-    }
+    perch_errno e = perch_init_config(&msg, &json, &n);
+    if (e != PERCH_OK) return e;
     int64_t c_bus = 0, c_cs = 0, c_address = 0, c_range = 2;
     double c_rate = 100;
     perch_str series = PERCH_STR("acceleration"), resolution = PERCH_STR("full"), stale = PERCH_STR("");
@@ -193,16 +184,9 @@ perch_errno perch_init(void) {
     data_format = (uint8_t)((full ? FULL_RES : 0) | range_code); /* right-justified */
     scale = full ? 1.0 / 256 : (double)(1 << range_code) / 256;
 
-    perch_builder t;
-    perch_builder_init(&t, record, sizeof record);
-    perch_begin(&t, PERCH_KIND_READING, 0, PERCH_STR(""), series); /* series cut at 255 bytes */
+    /* The record template (series cut at 255 bytes). */
     static const perch_str names[3] = {PERCH_STR("x_g"), PERCH_STR("y_g"), PERCH_STR("z_g")};
-    for (int i = 0; i < 3; i++) {
-        perch_field(&t, names[i], 0);
-        value_at[i] = t.len - 8;
-    }
-    perch_end(&t);
-    record_len = t.len;
+    record_len = perch_reading_template(record, sizeof record, series, names, 3, value_at);
 
     /* A device that does not answer now may later: poll sets it up again and reports the errno.
      * A grant that is missing or another chip at the address is a configuration error. */
@@ -212,18 +196,11 @@ perch_errno perch_init(void) {
     if (e == PERCH_EPERM || e == PERCH_EINVAL) {
         perch_text_put(&msg, why.p, why.len);
     } else if (e != PERCH_OK) {
-        perch_text warn = perch_text_init(msgbuf, sizeof msgbuf);
-        perch_text_cstr(&warn, "perch_init: ");
-        perch_text_put(&warn, why.p, why.len);
-        perch_text_cstr(&warn, "; will retry at each poll");
-        perch_log_text(PERCH_LEVEL_WARN, &warn);
+        perch_log_will_retry(msgbuf, sizeof msgbuf, &why);
         e = PERCH_OK;
     }
 done:
-    if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, &msg);
-    free(arena);
-    free(json);
-    return e;
+    return perch_init_finish(e, &msg, json, arena);
 }
 
 perch_errno perch_poll(int32_t max) {

@@ -66,11 +66,7 @@ PERCH_DEFINE_BUFFER(in)
 /* fail appends "bme280: <op>: perch: <errno>" (Go: the Tx error wrapped by the chip logic) and
  * returns e. */
 static perch_errno fail(perch_text *why, const char *op, perch_errno e) {
-    perch_text_cstr(why, "bme280: ");
-    perch_text_cstr(why, op);
-    perch_text_cstr(why, ": perch: ");
-    perch_text_cstr(why, perch_errno_name(e));
-    return e;
+    return perch_text_errno(why, "bme280: ", op, e);
 }
 
 static uint16_t u16(const uint8_t *b) { return (uint16_t)(b[0] | b[1] << 8); }
@@ -179,13 +175,8 @@ perch_errno perch_init(void) {
     perch_text_cstr(&msg, "perch_init failed: ");
     char *json = NULL, *arena = NULL;
     uint32_t n = 0;
-    perch_errno e = perch_config_read(&json, &n);
-    if (e != PERCH_OK) {
-        perch_text_cstr(&msg, "perch: config: perch: ");
-        perch_text_cstr(&msg, perch_errno_name(e));
-        perch_log_text(PERCH_LEVEL_ERROR, &msg);
-        return e;
-    }
+    perch_errno e = perch_init_config(&msg, &json, &n);
+    if (e != PERCH_OK) return e;
     int64_t c_bus = 1, c_address = 0x76;
     perch_str series = PERCH_STR("environment");
     perch_cfg_field fields[] = {{"bus", PERCH_CFG_INT, &c_bus},
@@ -205,25 +196,14 @@ perch_errno perch_init(void) {
     bus = (int32_t)c_bus; /* as Go's int32(cfg.Bus) */
     address = (int32_t)c_address;
 
-    /* The record template (perch_begin and perch_field lay it out). */
-    perch_builder t;
-    perch_builder_init(&t, record, sizeof record);
-    perch_begin(&t, PERCH_KIND_READING, 0, PERCH_STR(""), series); /* series cut at 255 bytes */
+    /* The record template (perch_begin and perch_field lay it out; series cut at 255 bytes). */
     static const perch_str names[3] = {PERCH_STR("temperature_c"), PERCH_STR("pressure_hpa"),
                                        PERCH_STR("humidity_pct")};
-    for (int i = 0; i < 3; i++) {
-        perch_field(&t, names[i], 0);
-        value_at[i] = t.len - 8;
-    }
-    perch_end(&t);
-    record_len = t.len;
+    record_len = perch_reading_template(record, sizeof record, series, names, 3, value_at);
 
     e = chip_init(&msg);
 done:
-    if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, &msg);
-    free(arena);
-    free(json);
-    return e;
+    return perch_init_finish(e, &msg, json, arena);
 }
 
 perch_errno perch_poll(int32_t max) {

@@ -24,7 +24,7 @@ static int64_t candidate_since;
 static double changes;
 
 static uint8_t record[PERCH_HEADER_SIZE + 1 + 1 + PERCH_MAX_STRING + (1 + 5 + 8) + (1 + 7 + 8)];
-static uint32_t record_len, level_at, changes_at;
+static uint32_t record_len, value_at[2]; /* level, changes */
 
 static perch_buf in;
 
@@ -37,13 +37,8 @@ perch_errno perch_init(void) {
     perch_text_cstr(&msg, "perch_init failed: ");
     char *json = NULL, *arena = NULL;
     uint32_t n = 0;
-    perch_errno e = perch_config_read(&json, &n);
-    if (e != PERCH_OK) {
-        perch_text_cstr(&msg, "perch: config: perch: ");
-        perch_text_cstr(&msg, perch_errno_name(e));
-        perch_log_text(PERCH_LEVEL_ERROR, &msg);
-        return e;
-    }
+    perch_errno e = perch_init_config(&msg, &json, &n);
+    if (e != PERCH_OK) return e;
     int64_t c_line = -1;
     perch_str series = PERCH_STR("button"), debounce = PERCH_STR("0s");
     perch_cfg_field fields[] = {{"line", PERCH_CFG_INT, &c_line},
@@ -63,15 +58,8 @@ perch_errno perch_init(void) {
     }
     if (series.len == 0) series = PERCH_STR("button");
     line = (int32_t)c_line;
-    perch_builder t;
-    perch_builder_init(&t, record, sizeof record);
-    perch_begin(&t, PERCH_KIND_READING, 0, PERCH_STR(""), series);
-    perch_field(&t, PERCH_STR("level"), 0);
-    level_at = t.len - 8;
-    perch_field(&t, PERCH_STR("changes"), 0);
-    changes_at = t.len - 8;
-    perch_end(&t);
-    record_len = t.len;
+    static const perch_str names[2] = {PERCH_STR("level"), PERCH_STR("changes")};
+    record_len = perch_reading_template(record, sizeof record, series, names, 2, value_at);
     /* A line that is not granted is a configuration error; a device that does not answer now
      * may later, and poll reports it. */
     uint8_t level;
@@ -84,10 +72,7 @@ perch_errno perch_init(void) {
     }
     e = PERCH_OK;
 done:
-    if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, &msg);
-    free(arena);
-    free(json);
-    return e;
+    return perch_init_finish(e, &msg, json, arena);
 }
 
 perch_errno perch_poll(int32_t max) {
@@ -121,7 +106,7 @@ perch_errno perch_poll(int32_t max) {
     reported = v;
     candidate = -1;
     double lv = v;
-    memcpy(record + level_at, &lv, 8);
-    memcpy(record + changes_at, &changes, 8);
+    memcpy(record + value_at[0], &lv, 8);
+    memcpy(record + value_at[1], &changes, 8);
     return perch_emit(record, record_len);
 }

@@ -52,10 +52,7 @@ static void hex4(perch_text *t, uint32_t v) {
 }
 
 static void fail(perch_text *why, const char *op, perch_errno e) {
-    perch_text_cstr(why, "pms5003: ");
-    perch_text_cstr(why, op);
-    perch_text_cstr(why, ": perch: ");
-    perch_text_cstr(why, perch_errno_name(e));
+    perch_text_errno(why, "pms5003: ", op, e);
 }
 
 /* command sends the host command cmd with data (data manual, appendix II). */
@@ -88,13 +85,8 @@ perch_errno perch_init(void) {
     perch_text_cstr(&msg, "perch_init failed: ");
     char *json = NULL, *arena = NULL;
     uint32_t n = 0;
-    perch_errno e = perch_config_read(&json, &n);
-    if (e != PERCH_OK) {
-        perch_text_cstr(&msg, "perch: config: perch: ");
-        perch_text_cstr(&msg, perch_errno_name(e));
-        perch_log_text(PERCH_LEVEL_ERROR, &msg);
-        return e;
-    }
+    perch_errno e = perch_init_config(&msg, &json, &n);
+    if (e != PERCH_OK) return e;
     perch_str c_port = PERCH_STR("/dev/ttyS0"), series = PERCH_STR("air"), timeout = PERCH_STR("3s");
     perch_cfg_field fields[] = {{"port", PERCH_CFG_STRING, &c_port},
                                 {"series", PERCH_CFG_STRING, &series},
@@ -115,18 +107,12 @@ perch_errno perch_init(void) {
     port = (perch_str){port_buf, c_port.len};
     if (series.len == 0) series = PERCH_STR("air");
 
-    static const char *const names[NFIELDS] = {
-        "pm1_0_ugm3",  "pm2_5_ugm3",  "pm10_ugm3",   "pm1_0_atm_ugm3", "pm2_5_atm_ugm3", "pm10_atm_ugm3",
-        "n0_3_per_dl", "n0_5_per_dl", "n1_0_per_dl", "n2_5_per_dl",    "n5_0_per_dl",    "n10_per_dl"};
-    perch_builder t;
-    perch_builder_init(&t, record, sizeof record);
-    perch_begin(&t, PERCH_KIND_READING, 0, PERCH_STR(""), series);
-    for (int i = 0; i < NFIELDS; i++) {
-        perch_field(&t, (perch_str){names[i], (uint32_t)strlen(names[i])}, 0);
-        value_at[i] = t.len - 8;
-    }
-    perch_end(&t);
-    record_len = t.len;
+    static const perch_str names[NFIELDS] = {
+        PERCH_STR("pm1_0_ugm3"),     PERCH_STR("pm2_5_ugm3"),     PERCH_STR("pm10_ugm3"),
+        PERCH_STR("pm1_0_atm_ugm3"), PERCH_STR("pm2_5_atm_ugm3"), PERCH_STR("pm10_atm_ugm3"),
+        PERCH_STR("n0_3_per_dl"),    PERCH_STR("n0_5_per_dl"),    PERCH_STR("n1_0_per_dl"),
+        PERCH_STR("n2_5_per_dl"),    PERCH_STR("n5_0_per_dl"),    PERCH_STR("n10_per_dl")};
+    record_len = perch_reading_template(record, sizeof record, series, names, NFIELDS, value_at);
 
     /* A port that is not granted is a configuration error; a sensor that does not answer now
      * may later: poll tries again and reports the errno. */
@@ -136,19 +122,12 @@ perch_errno perch_init(void) {
     if (e == PERCH_EPERM) {
         perch_text_put(&msg, why.p, why.len);
     } else if (e != PERCH_OK) {
-        perch_text warn = perch_text_init(msgbuf, sizeof msgbuf);
-        perch_text_cstr(&warn, "perch_init: ");
-        perch_text_put(&warn, why.p, why.len);
-        perch_text_cstr(&warn, "; will retry at each poll");
-        perch_log_text(PERCH_LEVEL_WARN, &warn);
+        perch_log_will_retry(msgbuf, sizeof msgbuf, &why);
         e = PERCH_OK;
     }
     last_frame = perch_now_ns();
 done:
-    if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, &msg);
-    free(arena);
-    free(json);
-    return e;
+    return perch_init_finish(e, &msg, json, arena);
 }
 
 /* frame_ok reports whether the 32 bytes at f are a good data frame; *got and *want are its

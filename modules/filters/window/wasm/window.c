@@ -91,13 +91,8 @@ perch_errno perch_init(void) {
     uint32_t first = msg.len;
     char *json = NULL, *arena = NULL;
     uint32_t n = 0;
-    perch_errno e = perch_config_read(&json, &n);
-    if (e != PERCH_OK) {
-        perch_text_cstr(&msg, "perch: config: perch: ");
-        perch_text_cstr(&msg, perch_errno_name(e));
-        perch_log_text(PERCH_LEVEL_ERROR, &msg);
-        return e;
-    }
+    perch_errno e = perch_init_config(&msg, &json, &n);
+    if (e != PERCH_OK) return e;
     perch_str window = {"", 0}, series = {"", 0};
     perch_cfg_field fields[] = {{"window", PERCH_CFG_STRING, &window}, {"series", PERCH_CFG_STRING, &series}};
     if (!perch_config_decode(json, n, fields, 2, "window.Config", &msg, &arena)) {
@@ -133,10 +128,7 @@ perch_errno perch_init(void) {
     series_len = series.len;
     length = d;
 done:
-    if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, &msg);
-    free(arena);
-    free(json);
-    return e;
+    return perch_init_finish(e, &msg, json, arena);
 }
 
 /* dropped counts a drop and logs the count when it reaches a power of two. */
@@ -324,28 +316,5 @@ static inline __attribute__((always_inline)) void reading(const perch_record *r)
 /* ---- Processing ------------------------------------------------------------------------------ */
 
 perch_errno perch_process(const uint8_t *batch, int32_t len) {
-    if (!perch_buf_holds(&in, batch, len)) {
-        perch_log(PERCH_LEVEL_ERROR, "perch_process failed: the batch is not inside the perch_buffer buffer");
-        return PERCH_EFAULT;
-    }
-    perch_builder_init(&b, out.ptr, out.cap);
-    perch_iter it = perch_iter_init(batch, (uint32_t)len);
-    perch_record r;
-    /* Two records per loop iteration: half the loop's cost. */
-    while (perch_next(&it, &r)) {
-        reading(&r);
-        if (!perch_next(&it, &r)) break;
-        reading(&r);
-    }
-    if (it.err) {
-        char buf[160];
-        perch_text t = perch_text_init(buf, sizeof buf);
-        perch_text_cstr(&t, "perch_process failed: ");
-        perch_text_cstr(&t, perch_decode_error(it.err));
-        perch_text_cstr(&t, " at byte ");
-        perch_text_u64(&t, it.off);
-        perch_log_text(PERCH_LEVEL_ERROR, &t);
-        return PERCH_EIO; /* as the Go SDK: the call's output is dropped */
-    }
-    return b.len ? perch_emit(b.buf, b.len) : PERCH_OK;
+    return perch_process_each(&in, &b, &out, batch, len, reading); /* two records per loop iteration */
 }

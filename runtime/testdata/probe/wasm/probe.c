@@ -56,10 +56,7 @@ perch_errno perch_init(void) {
     memcpy(port, c_port.ptr, port_len);
     e = PERCH_OK;
 done:
-    if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, &msg);
-    free(arena);
-    free(json);
-    return e;
+    return perch_init_finish(e, &msg, json, arena);
 }
 
 perch_errno perch_poll(int32_t max) {

@@ -1,0 +1,351 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+// Event kinds a southbound MQTT source records (module: the source's name).
+const (
+	EventSourceConnected    = "source.connected"    // subscribed to its topics
+	EventSourceDisconnected = "source.disconnected" // the connection was lost; message: why
+	EventSourceBadMessage   = "source.bad_message"  // at most one per 10 s; fields: bad_messages, since_last
+)
+
+// Reconnect backoff of a source: paho doubles the wait from sourceBackoffMin up to
+// sourceBackoffMax.
+const (
+	sourceBackoffMin = 250 * time.Millisecond
+	sourceBackoffMax = 30 * time.Second
+	sourceQueue      = 1024 // records between paho's callback and the batcher
+	badEventEvery    = 10 * time.Second
+)
+
+// source is a southbound MQTT source node: it subscribes to its topics on the site's broker
+// (QoS 1), turns each message into a reading, batches them and passes the batches on like a
+// driver's output: to the recorder and to the bounded queues of the modules downstream.
+// paho's callback goroutine converts messages and hands them to run's goroutine over recs; a
+// full queue blocks paho (backpressure to the broker). A message is acknowledged (PUBACK) once it
+// is queued; the session is persistent (clean session off), so the broker keeps QoS 1 messages
+// for the source while it is away, and sends again those it did not acknowledge.
+type source struct {
+	rt   *Runtime
+	cfg  *config.Source
+	down []*node
+
+	recs     chan []byte   // encoded records, one per message
+	stopping chan struct{} // closed when run stops: the callback drops instead of blocking
+
+	bad      atomic.Int64 // bad messages since start
+	badMu    sync.Mutex
+	badLast  time.Time // when the last source.bad_message event was recorded
+	badShown int64     // bad at that time
+}
+
+func newSource(r *Runtime, cfg *config.Source) *source {
+	return &source{rt: r, cfg: cfg, recs: make(chan []byte, sourceQueue), stopping: make(chan struct{})}
+}
+
+// run connects, and passes batches on until ctx is canceled; then it disconnects, passes on
+// what it holds and lets its downstream nodes know that it has finished.
+func (s *source) run(ctx context.Context) {
+	defer s.finish()
+	evCtx := context.WithoutCancel(ctx)
+	log := s.rt.log.With("source", s.cfg.Name)
+	filters := map[string]byte{}
+	for _, f := range s.cfg.Topics {
+		filters[f] = 1
+	}
+	o := paho.NewClientOptions().AddBroker(s.cfg.Broker).SetClientID(s.cfg.ClientID).
+		// A persistent session: the broker keeps QoS 1 messages for us while we are away.
+		SetCleanSession(false).SetOrderMatters(true).SetStore(paho.NewMemoryStore()).
+		SetAutoAckDisabled(true). // message acknowledges what it has queued
+
+		SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(sourceBackoffMin).SetMaxReconnectInterval(sourceBackoffMax).
+		SetConnectTimeout(10 * time.Second).SetKeepAlive(30 * time.Second).
+		SetOnConnectHandler(func(c paho.Client) {
+			// On every connection: a broker without persistence forgets subscriptions.
+			tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) { s.message(evCtx, m) })
+			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				log.Warn("source: subscribe failed", "err", tok.Error())
+				s.rt.event(evCtx, EventSourceDisconnected, s.cfg.Name, fmt.Sprintf("subscribe failed: %v", tok.Error()), nil)
+				return
+			}
+			s.rt.event(evCtx, EventSourceConnected, s.cfg.Name, "subscribed to "+strings.Join(s.cfg.Topics, ", ")+" on "+s.cfg.Broker, nil)
+		}).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			log.Warn("source: connection lost", "err", err)
+			s.rt.event(evCtx, EventSourceDisconnected, s.cfg.Name, fmt.Sprint(err), nil)
+		})
+	cl := paho.NewClient(o)
+	cl.Connect() // retries in the background, with backoff, until Disconnect
+
+	var batch []byte
+	n := 0
+	var flush <-chan time.Time
+	var timer *time.Timer
+	emit := func() {
+		if n > 0 {
+			s.emit(evCtx, batch)
+		}
+		batch, n, flush = batch[:0], 0, nil
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+	add := func(r []byte) {
+		batch = append(batch, r...)
+		n++
+		if n >= s.cfg.BatchMaxRecords {
+			emit()
+		} else if n == 1 {
+			timer = time.NewTimer(s.cfg.BatchWait.D())
+			flush = timer.C
+		}
+	}
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case r := <-s.recs:
+			add(r)
+		case <-flush:
+			emit()
+		}
+	}
+	// Stop: paho's callback drops what it converts from now on, unacknowledged (the broker
+	// sends it again to the next session), and what is queued is passed on.
+	close(s.stopping)
+	cl.Disconnect(250)
+	for drained := false; !drained; {
+		select {
+		case r := <-s.recs:
+			add(r)
+		default:
+			drained = true
+		}
+	}
+	emit()
+}
+
+// emit records a batch and passes it downstream, as a module's output is.
+func (s *source) emit(ctx context.Context, out []byte) {
+	if s.cfg.Recorded() {
+		if err := s.rt.store.Write(out); err != nil {
+			s.rt.log.Error("recording failed", "source", s.cfg.Name, "err", err)
+		}
+	}
+	if s.rt.opts.OnRecords != nil {
+		s.rt.opts.OnRecords(s.cfg.Name, out)
+	}
+	for _, d := range s.down {
+		b := batchPool.Get().(*batch)
+		b.b = append(b.b[:0], out...)
+		d.in <- b // blocks when d is behind: backpressure
+	}
+}
+
+// finish closes each downstream queue whose last upstream this was.
+func (s *source) finish() {
+	for _, d := range s.down {
+		d.upMu.Lock()
+		d.upstream--
+		last := d.upstream == 0
+		d.upMu.Unlock()
+		if last {
+			close(d.in)
+		}
+	}
+}
+
+// message is paho's callback: it converts one message and queues it. A bad message is counted
+// and recorded as a source.bad_message event at most every 10 s.
+func (s *source) message(ctx context.Context, m paho.Message) {
+	rec, err := s.record(m.Topic(), m.Payload(), time.Now().UnixNano())
+	if err != nil {
+		s.badMessage(ctx, m.Topic(), err)
+		m.Ack() // a bad message stays bad: the broker need not send it again
+		return
+	}
+	select {
+	case s.recs <- rec:
+		m.Ack()
+	case <-s.stopping:
+		// Not acknowledged: the broker keeps it in our session and sends it again next time.
+	}
+}
+
+func (s *source) badMessage(ctx context.Context, topic string, err error) {
+	total := s.bad.Add(1)
+	s.badMu.Lock()
+	now := time.Now()
+	if now.Sub(s.badLast) < badEventEvery {
+		s.badMu.Unlock()
+		return
+	}
+	since := total - s.badShown
+	s.badLast, s.badShown = now, total
+	s.badMu.Unlock()
+	msg := fmt.Sprintf("bad message on %s: %v", topic, err)
+	s.rt.log.Warn("source: "+msg, "source", s.cfg.Name, "bad_messages", total)
+	s.rt.event(ctx, EventSourceBadMessage, s.cfg.Name, msg, map[string]any{"bad_messages": total, "since_last": since})
+}
+
+// errNoFields is a message that holds no number.
+var errNoFields = errors.New("no numeric field")
+
+// record converts one message into an encoded reading (see [config.Source] for the rules).
+func (s *source) record(topic string, payload []byte, now int64) ([]byte, error) {
+	var b abi.Builder
+	b.Begin(abi.KindReading, now, s.recordSource(topic), s.cfg.Series)
+	var tags [][2]string
+	text := bytes.TrimSpace(payload)
+	switch {
+	case s.cfg.Format == config.SourceFormatValue || len(text) > 0 && text[0] != '{':
+		if s.cfg.Format == config.SourceFormatJSON && !json.Valid(text) {
+			return nil, fmt.Errorf("not JSON")
+		}
+		v, err := strconv.ParseFloat(string(text), 64)
+		if err != nil {
+			if s.cfg.Format == config.SourceFormatJSON {
+				return nil, fmt.Errorf("not a JSON object or number: %.40q", text)
+			}
+			return nil, fmt.Errorf("not a number: %.40q", text)
+		}
+		b.Field("value", v)
+	default:
+		var obj map[string]any
+		dec := json.NewDecoder(bytes.NewReader(text))
+		dec.UseNumber()
+		if err := dec.Decode(&obj); err != nil {
+			return nil, fmt.Errorf("not a JSON object: %w", err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("not a JSON object: data after it")
+		}
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		fields := 0
+		for _, k := range keys {
+			switch v := obj[k].(type) {
+			case json.Number:
+				f, err := v.Float64()
+				if err != nil && !math.IsInf(f, 0) {
+					return nil, fmt.Errorf("field %q: %w", k, err)
+				}
+				b.Field(k, f)
+				fields++
+			case bool:
+				f := 0.0
+				if v {
+					f = 1
+				}
+				b.Field(k, f)
+				fields++
+			case string:
+				tags = append(tags, [2]string{k, v})
+			}
+			// null, arrays and objects are ignored.
+		}
+		if fields == 0 {
+			return nil, errNoFields
+		}
+	}
+	for _, t := range tags {
+		if t[0] != "topic" {
+			b.Tag(t[0], t[1])
+		}
+	}
+	b.Tag("topic", topic)
+	b.End()
+	return b.Buf, nil
+}
+
+// recordSource is the source of a message's record: the source's name, then the topic levels
+// that the wildcards of the first matching filter matched.
+func (s *source) recordSource(topic string) string {
+	for _, f := range s.cfg.Topics {
+		if levels, ok := matchTopic(f, topic); ok {
+			if len(levels) == 0 {
+				return s.cfg.Name
+			}
+			return s.cfg.Name + "/" + strings.Join(levels, "/")
+		}
+	}
+	return s.cfg.Name
+}
+
+// matchTopic reports whether topic matches the MQTT filter, and the levels its wildcards
+// matched (# matches the rest of the topic as one).
+func matchTopic(filter, topic string) ([]string, bool) {
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	var out []string
+	for i, f := range fs {
+		switch {
+		case f == "#":
+			if i < len(ts) {
+				out = append(out, strings.Join(ts[i:], "/"))
+			}
+			return out, true
+		case i >= len(ts):
+			return nil, false
+		case f == "+":
+			out = append(out, ts[i])
+		case f != ts[i]:
+			return nil, false
+		}
+	}
+	return out, len(fs) == len(ts)
+}
+
+// newSources makes the source nodes of the config.
+func newSources(r *Runtime) []*source {
+	var out []*source
+	for i := range r.cfg.Sources {
+		out = append(out, newSource(r, &r.cfg.Sources[i]))
+	}
+	return out
+}
+
+// linkSource links n downstream of the source named name, if there is one, and reports whether
+// there was.
+func (r *Runtime) linkSource(name string, n *node) bool {
+	for _, s := range r.srcs {
+		if s.cfg.Name == name {
+			s.down = append(s.down, n)
+			n.upstream++
+			return true
+		}
+	}
+	return false
+}
+
+// startSources runs every source on a goroutine counted in wg.
+func (r *Runtime) startSources(ctx context.Context, wg *sync.WaitGroup) {
+	for _, s := range r.srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.run(ctx)
+		}()
+	}
+}

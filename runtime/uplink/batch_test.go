@@ -1,0 +1,209 @@
+package uplink
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/store"
+	"github.com/perch-edge/perch/sdk/abi"
+)
+
+// decodeBatch returns the summaries of a summaries payload, whichever of its three forms.
+func decodeBatch(t testing.TB, payload []byte) []outMsg {
+	t.Helper()
+	if bytes.HasPrefix(payload, []byte(gzipMagic)) {
+		zr, err := gzip.NewReader(bytes.NewReader(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if payload, err = io.ReadAll(zr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(payload) > 0 && payload[0] == '{' {
+		payload = append(append([]byte{'['}, payload...), ']')
+	}
+	var out []outMsg
+	if err := json.Unmarshal(payload, &out); err != nil {
+		t.Fatalf("%v: %q", err, payload)
+	}
+	return out
+}
+
+func TestEncoderDigits(t *testing.T) {
+	fields := []abi.Field{{Name: "t_mean", Value: 22.374999999871}, {Name: "p", Value: 1013.2512345},
+		{Name: "big", Value: 1234567.89}, {Name: "small", Value: 0.000123456789}, {Name: "n", Value: 20}}
+	e := newEncoder(testPrefix, config.RawReadings{})
+	for _, tc := range []struct {
+		kind abi.Kind
+		want string
+	}{
+		{abi.KindSummary, `{"t_mean":22.375,"p":1013.25,"big":1.23457e+06,"small":0.000123457,"n":20}`},
+		{abi.KindAlert, `{"t_mean":22.374999999871,"p":1013.2512345,"big":1234567.89,"small":0.000123456789,"n":20}`},
+		{abi.KindEvent, `{"t_mean":22.374999999871,"p":1013.2512345,"big":1234567.89,"small":0.000123456789,"n":20}`},
+	} {
+		var it abi.Iter
+		it.Buf = abi.Append(nil, tc.kind, 1, "w", "s", fields, nil)
+		if !it.Next() {
+			t.Fatal(it.Err())
+		}
+		_, _, payload, ok := e.upstream(&it.Rec)
+		if !ok || !strings.Contains(string(payload), `"fields":`+tc.want) {
+			t.Errorf("%v: %s, want fields %s", tc.kind, payload, tc.want)
+		}
+		var v map[string]any
+		if err := json.Unmarshal(payload, &v); err != nil {
+			t.Errorf("%v: %v", tc.kind, err)
+		}
+	}
+	// 17 digits: exact.
+	e.digits = config.MaxSummaryDigits
+	var it abi.Iter
+	it.Buf = abi.Append(nil, abi.KindSummary, 1, "w", "s", fields[:1], nil)
+	it.Next()
+	if _, _, payload, _ := e.upstream(&it.Rec); !strings.Contains(string(payload), "22.374999999871") {
+		t.Errorf("exact: %s", payload)
+	}
+}
+
+func TestBatchEncoding(t *testing.T) {
+	rows := []store.OutboxRow{
+		{ID: 7, Priority: store.PrioritySummary, Payload: []byte(`{"kind":"summary","series":"a"}`)},
+		{ID: 9, Priority: store.PrioritySummary, Payload: []byte(`{"kind":"summary","series":"b"}`)},
+	}
+	for _, compress := range []bool{false, true} {
+		msg := encodeBatch(rows, compress)
+		if compress != bytes.HasPrefix(msg, []byte(gzipMagic)) {
+			t.Errorf("compress %v: %q", compress, msg)
+		}
+		if id, ok := messageID(msg); !ok || id != 7 {
+			t.Errorf("compress %v: messageID = %d, %v", compress, id, ok)
+		}
+		got := decodeBatch(t, msg)
+		if len(got) != 2 || got[0].ID != 7 || got[0].Series != "a" || got[1].ID != 9 || got[1].Series != "b" {
+			t.Errorf("compress %v: %+v", compress, got)
+		}
+	}
+	for _, bad := range []string{"[", "[]", "[1,2]", "\x1f\x8bnot gzip", "x"} {
+		if id, ok := messageID([]byte(bad)); ok {
+			t.Errorf("messageID(%q) = %d", bad, id)
+		}
+	}
+}
+
+// TestIntegrationSummaryBatches: with uplink.summaries.batch, summaries arrive together in gzipped
+// batches on the summaries topic, alerts are not held back, and acknowledging a batch deletes
+// all its rows and counts the message's bytes as published.
+func TestIntegrationSummaryBatches(t *testing.T) {
+	b := startBroker(t, "")
+	sub := subscribe(t, b, "perch/#", nil)
+	cfg := testConfig(b.url())
+	cfg.Uplink.Summaries = config.Summaries{Batch: config.Duration(time.Second), Compress: true}
+	r := newRig(t, cfg, Options{})
+	sub.waitFor(10*time.Second, "status online", func(ms []message) bool {
+		return count(ms, testPrefix+TopicStatus, isState("online")) > 0
+	})
+	start := time.Now()
+	for i := range 5 {
+		r.write(abi.KindSummary, "temp_1m", float64(i))
+	}
+	r.write(abi.KindAlert, "overheat", 1)
+	msgs := sub.waitFor(10*time.Second, "the alert", func(ms []message) bool {
+		return count(ms, testPrefix+TopicAlerts, nil) == 1
+	})
+	if count(msgs, testPrefix+TopicSummaries, nil) != 0 || time.Since(start) > 900*time.Millisecond {
+		t.Errorf("the alert waited for the summaries (%v)", time.Since(start))
+	}
+	msgs = sub.waitFor(10*time.Second, "a batch", func(ms []message) bool {
+		return count(ms, testPrefix+TopicSummaries, nil) == 1
+	})
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("batch sent after %v, before the batch interval", d)
+	}
+	r.waitEmpty(10 * time.Second)
+	var payload []byte
+	for _, m := range msgs {
+		if m.topic == testPrefix+TopicSummaries {
+			payload = m.payload
+		}
+	}
+	if !bytes.HasPrefix(payload, []byte(gzipMagic)) {
+		t.Fatalf("batch not gzipped: %q", payload)
+	}
+	got := decodeBatch(t, payload)
+	if len(got) != 5 {
+		t.Fatalf("batch of %d summaries, want 5", len(got))
+	}
+	for i, o := range got {
+		if o.Kind != "summary" || o.Fields["n"] != float64(i) || (i > 0 && o.ID <= got[i-1].ID) {
+			t.Errorf("summary %d: %+v", i, o)
+		}
+	}
+	s, err := r.st.OutboxStats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	alert := 0
+	for _, m := range msgs {
+		if m.topic == testPrefix+TopicAlerts {
+			alert = len(m.payload) - len(`"id":N,`) - len(itoa(decode(t, m).ID)) + 1
+		}
+	}
+	if s.RowsPublished != 6 || s.Rows != 0 || s.BytesPublished != int64(len(payload)+alert) {
+		t.Errorf("stats %+v; batch %d bytes, alert %d", s, len(payload), alert)
+	}
+}
+
+// TestIntegrationSummaryBatchesReconnect: batches cut by killed connections are sent again after
+// the reconnect; every summary arrives, ids increase within a batch and first seen in order, and
+// the outbox ends empty.
+func TestIntegrationSummaryBatchesReconnect(t *testing.T) {
+	b := startBroker(t, "")
+	sub := subscribe(t, b, testPrefix+TopicSummaries, nil)
+	cfg := testConfig(b.url())
+	cfg.Uplink.Summaries = config.Summaries{Batch: config.Duration(time.Second), Compress: true}
+	cfg.Uplink.InFlight = 2
+	r := newRig(t, cfg, Options{})
+	const n = 1000
+	for i := range n {
+		r.write(abi.KindSummary, "s", float64(i))
+		if i%100 == 99 {
+			time.Sleep(150 * time.Millisecond)
+			r.up.KillConnection()
+		}
+	}
+	r.waitEmpty(30 * time.Second)
+	msgs := sub.waitFor(10*time.Second, "every summary", func(ms []message) bool {
+		seen := map[float64]bool{}
+		for _, m := range ms {
+			for _, o := range decodeBatch(t, m.payload) {
+				seen[o.Fields["n"]] = true
+			}
+		}
+		return len(seen) == n
+	})
+	var last int64
+	batches, dups := 0, 0
+	seen := map[int64]bool{}
+	for _, m := range msgs {
+		batches++
+		for i, o := range decodeBatch(t, m.payload) {
+			if i == 0 && o.ID <= last && seen[o.ID] {
+				dups++ // a batch sent again after a reconnect
+			}
+			if !seen[o.ID] && o.ID < last {
+				t.Errorf("summary %d first seen after %d", o.ID, last)
+			}
+			seen[o.ID] = true
+			last = max(last, o.ID)
+		}
+	}
+	t.Logf("%d summaries in %d batches, %d sent again", n, batches, dups)
+}
