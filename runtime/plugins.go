@@ -4,9 +4,14 @@ import (
 	"context"
 	"strings"
 
+	"github.com/perch-edge/perch/hal"
+	"github.com/perch-edge/perch/hal/linux"
 	"github.com/perch-edge/perch/hal/plugin"
 	"github.com/perch-edge/perch/runtime/config"
 )
+
+// Devices on real buses (backend linux) and on plugin providers (backend plugin) are routed by a
+// plugin.Mux in front of the simulated provider.
 
 // routePlugin routes a plugin device to its provider, starting the provider first if no earlier
 // device named the same command and args (those share one process).
@@ -27,6 +32,25 @@ func (r *Runtime) routePlugin(ctx context.Context, mux *plugin.Mux, d *config.De
 		}
 		r.plugs[key] = prov
 	}
+	route(mux, d, prov)
+	return nil
+}
+
+// routeLinux routes a device on the box's own buses to the Linux provider, made on first use.
+func (r *Runtime) routeLinux(mux *plugin.Mux, d *config.Device) error {
+	if r.linux == nil {
+		p, err := linux.New(linux.Options{})
+		if err != nil {
+			return err
+		}
+		r.linux = p
+	}
+	route(mux, d, r.linux)
+	return nil
+}
+
+// route sends the device's bus, line or port to prov.
+func route(mux *plugin.Mux, d *config.Device, prov hal.Provider) {
 	switch {
 	case d.Line != nil:
 		mux.RouteGPIO(*d.Line, prov)
@@ -37,5 +61,4 @@ func (r *Runtime) routePlugin(ctx context.Context, mux *plugin.Mux, d *config.De
 	default:
 		mux.RouteI2C(d.Bus, uint16(d.Address), prov)
 	}
-	return nil
 }

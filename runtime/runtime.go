@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/perch-edge/perch/hal"
+	"github.com/perch-edge/perch/hal/linux"
 	"github.com/perch-edge/perch/hal/plugin"
 	"github.com/perch-edge/perch/hal/sim"
 	"github.com/perch-edge/perch/runtime/config"
@@ -89,6 +90,7 @@ type Runtime struct {
 	sims   []interface{ SetStart(time.Time) } // simulated devices and faults, whose scripts start with Run
 	simDev map[string]any                     // simulated device models by device name
 	plugs  map[string]*plugin.Provider        // out-of-process providers by command and args
+	linux  *linux.Provider                    // the box's own buses, if a device uses them
 	nodes  []*node
 	srcs   []*source      // southbound MQTT sources (source.go)
 	uplink *uplink.Uplink // nil: no uplink
@@ -200,6 +202,12 @@ func (r *Runtime) buildHAL(ctx context.Context) error {
 			}
 			continue
 		}
+		if d.Backend == config.BackendLinux {
+			if err := r.routeLinux(mux, d); err != nil {
+				return fmt.Errorf("runtime: device %s: %w", d.Name, err)
+			}
+			continue
+		}
 		if d.Backend == config.BackendReplay { // replay.go
 			if err := r.attachReplay(p, d); err != nil {
 				return fmt.Errorf("runtime: device %s: %w", d.Name, err)
@@ -254,7 +262,7 @@ func (r *Runtime) buildHAL(ctx context.Context) error {
 		r.simDev[d.Name] = model
 	}
 	r.hal = p
-	if len(r.plugs) > 0 {
+	if len(r.plugs) > 0 || r.linux != nil {
 		r.hal = mux
 	}
 	return nil
@@ -334,6 +342,9 @@ func (r *Runtime) Close() error {
 	var errs []error
 	for _, p := range r.plugs {
 		errs = append(errs, p.Close())
+	}
+	if r.linux != nil {
+		errs = append(errs, r.linux.Close())
 	}
 	if r.store != nil {
 		errs = append(errs, r.store.Close())

@@ -217,6 +217,7 @@ func (p *parser) devices(devs []Device) {
 const (
 	BackendSim    = "sim"
 	BackendPlugin = "plugin"
+	BackendLinux  = "linux" // the box's own buses, through hal/linux
 )
 
 // backend checks a device's backend and the fields that belong to it.
@@ -238,8 +239,20 @@ func (p *parser) backend(at string, d *Device) {
 				p.errf(at+".signals."+ns.name, "signals are scripted for backend sim, not plugin")
 			}
 		}
+	case BackendLinux:
+		if d.Command != "" || len(d.Args) > 0 {
+			p.errf(at+".command", "command and args are for backend plugin, not linux")
+		}
+		if len(d.Faults) > 0 {
+			p.errf(at+".faults", "faults are scripted for backend sim, not linux")
+		}
+		for _, ns := range d.Signals.all() {
+			if *ns.sig != nil {
+				p.errf(at+".signals."+ns.name, "signals are scripted for backend sim, not linux")
+			}
+		}
 	default:
-		p.errf(at+".backend", "unknown backend %q (known: %s, %s, %s)", d.Backend, BackendPlugin, BackendReplay, BackendSim)
+		p.errf(at+".backend", "unknown backend %q (known: %s, %s, %s, %s)", d.Backend, BackendLinux, BackendPlugin, BackendReplay, BackendSim)
 	}
 }
 
