@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/perch-edge/perch/hal"
-	"github.com/perch-edge/perch/hal/linux"
 	"github.com/perch-edge/perch/hal/plugin"
 	"github.com/perch-edge/perch/hal/sim"
 	"github.com/perch-edge/perch/runtime/config"
@@ -90,7 +89,10 @@ type Runtime struct {
 	sims   []interface{ SetStart(time.Time) } // simulated devices and faults, whose scripts start with Run
 	simDev map[string]any                     // simulated device models by device name
 	plugs  map[string]*plugin.Provider        // out-of-process providers by command and args
-	linux  *linux.Provider                    // the box's own buses, if a device uses them
+	linux  interface {                        // the box's own buses (hal/linux), if a device uses them
+		hal.Provider
+		Close() error
+	}
 	nodes  []*node
 	srcs   []*source      // southbound MQTT sources (source.go)
 	uplink *uplink.Uplink // nil: no uplink
