@@ -16,7 +16,7 @@ GO_GUESTS :=
 TEST_GUESTS := hostile:runtime/testdata/hostile
 # C guests: name -> folder with wasm/NAME.c. The hot-path modules are in C: a Go guest pays a trip
 # to the host at nearly every branch (loop headers; see sdk/c/perch.h), 3 to 5 µs per record.
-C_GUESTS := scale:modules/filters/scale bme280:modules/drivers/bme280 window:modules/filters/window threshold:modules/rules/threshold adxl345:modules/drivers/adxl345 gpio:modules/drivers/gpio pms5003:modules/drivers/pms5003 replay:modules/drivers/replay probe:runtime/testdata/probe
+C_GUESTS := scale:modules/filters/scale bme280:modules/drivers/bme280 window:modules/filters/window threshold:modules/rules/threshold adxl345:modules/drivers/adxl345 gpio:modules/drivers/gpio pms5003:modules/drivers/pms5003 replay:modules/drivers/replay relay:modules/actuators/relay probe:runtime/testdata/probe
 
 GUEST_GO_FLAGS := -buildmode=c-shared -trimpath
 # -mbulk-memory: a memcpy of a variable size is one memory.copy instruction, not wasi-libc's loops.

@@ -203,3 +203,52 @@ func (n *node) fault(ctx context.Context, err error) {
 	n.restarts++
 	n.retryAt = now.Add(backoff)
 }
+
+// ErrNotRunning is returned by [Runtime.Inject] for a module that has stopped taking input: its
+// upstream modules have all finished (the pipeline is shutting down).
+var ErrNotRunning = errors.New("runtime: the module no longer takes input")
+
+// Inject puts a batch of encoded records on the input queue of the module named module, as if
+// one of its inputs had emitted it: it is how an upstream command (the uplink's command handler)
+// reaches an actuator, such as an alert record with state raised for the relay actuator. The
+// module must take inputs (any kind but driver). The batch must decode (sdk/abi); it is copied,
+// and it is not recorded (what the module does with it is). Inject blocks while the queue is
+// full (backpressure) until ctx is done. It is safe for concurrent use, before and during Run;
+// once the module's inputs have all finished it returns [ErrNotRunning].
+func (r *Runtime) Inject(ctx context.Context, module string, records []byte) error {
+	var n *node
+	for _, c := range r.nodes {
+		if c.mod.Name == module {
+			n = c
+		}
+	}
+	if n == nil {
+		return fmt.Errorf("runtime: inject: no module %q", module)
+	}
+	if n.mod.Manifest.Kind == config.KindDriver {
+		return fmt.Errorf("runtime: inject: module %q is a driver and takes no input", module)
+	}
+	if cnt, err := abi.Count(records); err != nil {
+		return fmt.Errorf("runtime: inject into %s: %w", module, err)
+	} else if cnt == 0 {
+		return nil
+	}
+	b := batchPool.Get().(*batch)
+	b.b = append(b.b[:0], records...)
+	// The queue is closed by the last upstream node's finish, under upMu: holding it while
+	// sending means the queue cannot close under the send. The node drains its queue until it
+	// is closed, so the send completes (or ctx ends it).
+	n.upMu.Lock()
+	defer n.upMu.Unlock()
+	if n.upstream == 0 {
+		batchPool.Put(b)
+		return fmt.Errorf("runtime: inject into %s: %w", module, ErrNotRunning)
+	}
+	select {
+	case n.in <- b:
+		return nil
+	case <-ctx.Done():
+		batchPool.Put(b)
+		return fmt.Errorf("runtime: inject into %s: %w", module, ctx.Err())
+	}
+}

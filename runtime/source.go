@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,8 +29,7 @@ const (
 	EventSourceBadMessage   = "source.bad_message"  // at most one per 10 s; fields: bad_messages, since_last
 )
 
-// Reconnect backoff of a source: paho doubles the wait from sourceBackoffMin up to
-// sourceBackoffMax.
+// Reconnect backoff of a source: the wait doubles from sourceBackoffMin up to sourceBackoffMax.
 const (
 	sourceBackoffMin = 250 * time.Millisecond
 	sourceBackoffMax = 30 * time.Second
@@ -75,10 +76,9 @@ func (s *source) run(ctx context.Context) {
 		// A persistent session: the broker keeps QoS 1 messages for us while we are away.
 		SetCleanSession(false).SetOrderMatters(true).SetStore(paho.NewMemoryStore()).
 		SetAutoAckDisabled(true). // message acknowledges what it has queued
-
-		SetAutoReconnect(true).SetConnectRetry(true).
-		SetConnectRetryInterval(sourceBackoffMin).SetMaxReconnectInterval(sourceBackoffMax).
-		SetConnectTimeout(10 * time.Second).SetKeepAlive(30 * time.Second).
+		// connect retries the first connection; paho reconnects after a loss, with backoff.
+		SetAutoReconnect(true).SetConnectRetry(false).SetMaxReconnectInterval(sourceBackoffMax).
+		SetConnectTimeout(5 * time.Second).SetKeepAlive(30 * time.Second).
 		SetOnConnectHandler(func(c paho.Client) {
 			// On every connection: a broker without persistence forgets subscriptions.
 			tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) { s.message(evCtx, m) })
@@ -94,7 +94,11 @@ func (s *source) run(ctx context.Context) {
 			s.rt.event(evCtx, EventSourceDisconnected, s.cfg.Name, fmt.Sprint(err), nil)
 		})
 	cl := paho.NewClient(o)
-	cl.Connect() // retries in the background, with backoff, until Disconnect
+	connected := make(chan struct{})
+	go func() {
+		defer close(connected)
+		s.connect(ctx, cl, log)
+	}()
 
 	var batch []byte
 	n := 0
@@ -102,7 +106,7 @@ func (s *source) run(ctx context.Context) {
 	var timer *time.Timer
 	emit := func() {
 		if n > 0 {
-			s.emit(evCtx, batch)
+			s.emit(batch)
 		}
 		batch, n, flush = batch[:0], 0, nil
 		if timer != nil {
@@ -132,6 +136,7 @@ func (s *source) run(ctx context.Context) {
 	// Stop: paho's callback drops what it converts from now on, unacknowledged (the broker
 	// sends it again to the next session), and what is queued is passed on.
 	close(s.stopping)
+	<-connected // at most a connection attempt away
 	cl.Disconnect(250)
 	for drained := false; !drained; {
 		select {
@@ -144,8 +149,28 @@ func (s *source) run(ctx context.Context) {
 	emit()
 }
 
+// connect makes the first connection, retrying with exponential backoff and jitter until it
+// succeeds or ctx is canceled. Once connected, paho reconnects on its own.
+func (s *source) connect(ctx context.Context, cl paho.Client, log *slog.Logger) {
+	wait := sourceBackoffMin
+	for ctx.Err() == nil {
+		tok := cl.Connect()
+		tok.Wait() // bounded by the connect timeout
+		if tok.Error() == nil {
+			return
+		}
+		jittered := wait/2 + rand.N(wait/2+1)
+		log.Warn("source: connect failed", "broker", s.cfg.Broker, "err", tok.Error(), "retry_in", jittered)
+		select {
+		case <-ctx.Done():
+		case <-time.After(jittered):
+		}
+		wait = min(2*wait, sourceBackoffMax)
+	}
+}
+
 // emit records a batch and passes it downstream, as a module's output is.
-func (s *source) emit(ctx context.Context, out []byte) {
+func (s *source) emit(out []byte) {
 	if s.cfg.Recorded() {
 		if err := s.rt.store.Write(out); err != nil {
 			s.rt.log.Error("recording failed", "source", s.cfg.Name, "err", err)

@@ -160,8 +160,9 @@ func (b *testBroker) stop() {
 
 // TestIntegrationSource: devices publish to the site's mosquitto; the source turns their messages
 // into readings that reach the recorder and a threshold rule downstream, which raises an alert.
-// Bad messages are counted in one rate-limited event. After the broker goes down and comes back,
-// the source reconnects, subscribes again and keeps feeding the pipeline.
+// Bad messages are counted in one rate-limited event. The broker starts after the runtime, and
+// later goes down and comes back: the source connects, reconnects, subscribes again and keeps
+// feeding the pipeline.
 func TestIntegrationSource(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test: runs mosquitto and a Wasm module")
@@ -205,7 +206,10 @@ modules:
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
+	b.stop() // the broker comes up after the runtime: the source retries its first connection
 	go func() { done <- rt.Run(ctx) }()
+	time.Sleep(300 * time.Millisecond)
+	b.start()
 
 	count := func(query string, args ...any) int {
 		t.Helper()

@@ -536,9 +536,13 @@ func (p *parser) module(at string, m *Module) {
 		if len(m.Inputs) > 0 {
 			p.errf(at+".inputs", "a driver takes no inputs")
 		}
-	case KindFilter, KindRule:
+	case KindFilter, KindRule, KindActuator:
 		if len(m.Inputs) == 0 {
-			p.errf(at+".inputs", "a %s needs at least one input", mf.Kind)
+			article := "a"
+			if mf.Kind == KindActuator {
+				article = "an"
+			}
+			p.errf(at+".inputs", "%s %s needs at least one input", article, mf.Kind)
 		}
 		if m.Poll != 0 {
 			p.errf(at+".poll", "only drivers are polled")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -17,6 +18,10 @@ const (
 	KindDriver = "driver" // polled; reads devices and emits readings
 	KindFilter = "filter" // takes records in, emits records
 	KindRule   = "rule"   // takes records in, emits alerts
+	// KindActuator takes records in (alerts, commands) like a rule and drives output devices
+	// (GPIO lines granted with mode out, and what else its manifest declares); it emits events
+	// saying what it did.
+	KindActuator = "actuator"
 )
 
 // Manifest is what a module declares about itself: what it is, what it emits and what it needs.
@@ -25,7 +30,7 @@ type Manifest struct {
 	Name        string   `yaml:"name"`
 	Version     string   `yaml:"version"`
 	ABI         int      `yaml:"abi"`   // 1
-	Kind        string   `yaml:"kind"`  // driver, filter or rule
+	Kind        string   `yaml:"kind"`  // driver, filter, rule or actuator
 	Emits       []string `yaml:"emits"` // record kinds: reading, summary, score, alert, event
 	Description string   `yaml:"description"`
 	Needs       Needs    `yaml:"needs"`
@@ -102,9 +107,9 @@ func ParseManifest(file string, data []byte) (*Manifest, error) {
 		p.errf("abi", "this runtime speaks ABI 1, the module wants %d", m.ABI)
 	}
 	switch m.Kind {
-	case KindDriver, KindFilter, KindRule:
+	case KindDriver, KindFilter, KindRule, KindActuator:
 	default:
-		p.errf("kind", "want driver, filter or rule, got %q", m.Kind)
+		p.errf("kind", "want driver, filter, rule or actuator, got %q", m.Kind)
 	}
 	for i, k := range m.Emits {
 		switch k {
@@ -122,6 +127,9 @@ func ParseManifest(file string, data []byte) (*Manifest, error) {
 		if n.Mode != "in" && n.Mode != "out" {
 			p.errf(fmt.Sprintf("needs.gpio[%d].mode", i), "want in or out, got %q", n.Mode)
 		}
+	}
+	if m.Kind == KindActuator && !slices.Contains(m.Emits, "event") {
+		p.errf("emits", "an actuator emits events saying what it did: list event")
 	}
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)

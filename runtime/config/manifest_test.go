@@ -60,7 +60,7 @@ func TestParseManifestErrors(t *testing.T) {
 			`/m/x.manifest.yaml: name: want a lowercase name, got ""`,
 			`/m/x.manifest.yaml: version: required`,
 			`/m/x.manifest.yaml: abi: this runtime speaks ABI 1, the module wants 0`,
-			`/m/x.manifest.yaml: kind: want driver, filter or rule, got ""`,
+			`/m/x.manifest.yaml: kind: want driver, filter, rule or actuator, got ""`,
 		}},
 		{"unknown key", manifests["badkey"], []string{
 			`/m/x.manifest.yaml:5: emit: field emit not found in type Manifest`,
@@ -69,7 +69,7 @@ func TestParseManifestErrors(t *testing.T) {
 			`/m/x.manifest.yaml:3: abi: this runtime speaks ABI 1, the module wants 2`,
 		}},
 		{"bad kind and emits", "name: a\nversion: 1\nabi: 1\nkind: sink\nemits:\n  - reading\n  - metrics\n", []string{
-			`/m/x.manifest.yaml:4: kind: want driver, filter or rule, got "sink"`,
+			`/m/x.manifest.yaml:4: kind: want driver, filter, rule or actuator, got "sink"`,
 			`/m/x.manifest.yaml:7: emits[1]: unknown record kind "metrics"`,
 		}},
 		{"bad address and mode", "name: a\nversion: 1\nabi: 1\nkind: driver\nneeds:\n  i2c:\n    - address: 0x02\n  gpio:\n    - mode: inout\n", []string{

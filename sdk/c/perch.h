@@ -981,7 +981,8 @@ typedef enum {
     PERCH_CFG_STRING = 1, /* Go string:   dst is a perch_str *, pointing into the arena */
     PERCH_CFG_INT,        /* Go int:      dst is an int64_t * */
     PERCH_CFG_FLOAT,      /* Go float64:  dst is a double * */
-    PERCH_CFG_OPT_FLOAT   /* Go *float64: dst is a perch_opt_float * */
+    PERCH_CFG_OPT_FLOAT,  /* Go *float64: dst is a perch_opt_float * */
+    PERCH_CFG_BOOL        /* Go bool:     dst is an int * (0 or 1) */
 } perch_cfg_kind;
 
 /* perch_opt_float is an optional number: Go's *float64 (set 0 is nil). */
@@ -1386,23 +1387,29 @@ static inline int perch_config_decode(const char *json, uint32_t len, const perc
         }
         j.used = mark; /* the key is no longer needed */
         perch_str v = {NULL, 0};
+        perch__json_ws(&j);
+        int is_true = j.p < j.end && *j.p == 't';
         int type = perch__json_value(&j, &v, 1);
         if (type == 0) return 0;
         if (f != NULL) {
             const char *want = f->kind == PERCH_CFG_STRING ? "string"
                                : f->kind == PERCH_CFG_INT  ? "int"
+                               : f->kind == PERCH_CFG_BOOL ? "bool"
                                                            : "float64";
             int ok = 0, with_text = 0;
             if (type == PERCH__JSON_NULL) {
                 ok = 1;
                 if (f->kind == PERCH_CFG_OPT_FLOAT) ((perch_opt_float *)f->dst)->set = 0;
+            } else if (type == PERCH__JSON_BOOL && f->kind == PERCH_CFG_BOOL) {
+                ok = 1;
+                *(int *)f->dst = is_true;
             } else if (type == PERCH__JSON_STRING && f->kind == PERCH_CFG_STRING) {
                 ok = 1;
                 *(perch_str *)f->dst = v;
             } else if (type == PERCH__JSON_NUMBER && f->kind == PERCH_CFG_INT) {
                 ok = perch__json_int(v, (int64_t *)f->dst);
                 with_text = 1;
-            } else if (type == PERCH__JSON_NUMBER && f->kind != PERCH_CFG_STRING) {
+            } else if (type == PERCH__JSON_NUMBER && f->kind != PERCH_CFG_STRING && f->kind != PERCH_CFG_BOOL) {
                 char *lit = j.arena + j.used; /* room: the arena is 4x the input */
                 double x = 0;
                 if (v.len < j.cap - j.used) {

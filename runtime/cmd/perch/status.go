@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,7 +25,8 @@ type Status struct {
 	Runtime  RuntimeStatus  `json:"runtime"`
 	Versions VersionsStatus `json:"versions"`
 	Modules  []ModuleStatus `json:"modules"`
-	Alerts   []AlertStatus  `json:"alerts"` // the latest, newest first
+	Sources  []SourceStatus `json:"sources"` // southbound MQTT sources
+	Alerts   []AlertStatus  `json:"alerts"`  // the latest, newest first
 	Outbox   OutboxStatus   `json:"outbox"`
 	Bytes    BytesStatus    `json:"bytes"`
 }
@@ -59,6 +61,16 @@ type ModuleStatus struct {
 	LastFaultReason string `json:"last_fault_reason,omitempty"`
 	Faults1h        int64  `json:"faults_1h"`
 	Restarts1h      int64  `json:"restarts_1h"`
+}
+
+// SourceStatus is a southbound MQTT source, from its source.* events.
+type SourceStatus struct {
+	Source string `json:"source"`
+	// State is "connected" (its last source.connected is later than its last
+	// source.disconnected), "disconnected", or "stopped" when the runtime is.
+	State          string `json:"state"`
+	LastConnected  string `json:"last_connected,omitempty"`
+	LastBadMessage string `json:"last_bad_message,omitempty"` // time and message of the last source.bad_message
 }
 
 // AlertStatus is one alert.
@@ -132,7 +144,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // readStatus reads the status from a recorder opened read-only; now is the time uptime is
 // counted to.
 func readStatus(ctx context.Context, db *sql.DB, now time.Time) (*Status, error) {
-	st := &Status{Modules: []ModuleStatus{}, Alerts: []AlertStatus{}}
+	st := &Status{Modules: []ModuleStatus{}, Sources: []SourceStatus{}, Alerts: []AlertStatus{}}
 	st.Versions.CLI = Version
 	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&st.Versions.Schema); err != nil {
 		return nil, err
@@ -206,6 +218,46 @@ func readStatus(ctx context.Context, db *sql.DB, now time.Time) (*Status, error)
 			m.Health = "ok"
 		}
 		st.Modules = append(st.Modules, m)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+
+	rows, err = db.QueryContext(ctx, `SELECT module,
+		coalesce(max(CASE WHEN kind = 'source.connected' THEN time_ns END), 0),
+		coalesce(max(CASE WHEN kind = 'source.disconnected' THEN time_ns END), 0),
+		(SELECT e.time_ns || ' ' || e.message FROM events AS e WHERE e.module = events.module
+			AND e.kind = 'source.bad_message' ORDER BY e.id DESC LIMIT 1)
+		FROM events WHERE module <> '' AND kind IN ('source.connected', 'source.disconnected', 'source.bad_message')
+		GROUP BY module ORDER BY module`)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var src SourceStatus
+		var conn, disc int64
+		var bad sql.NullString
+		if err := rows.Scan(&src.Source, &conn, &disc, &bad); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		switch {
+		case st.Runtime.State != "running":
+			src.State = "stopped"
+		case conn > disc:
+			src.State = "connected"
+		default:
+			src.State = "disconnected"
+		}
+		if conn > 0 {
+			src.LastConnected = time.Unix(0, conn).UTC().Format(time.RFC3339Nano)
+		}
+		if ns, msg, ok := strings.Cut(bad.String, " "); ok {
+			if n, err := strconv.ParseInt(ns, 10, 64); err == nil {
+				src.LastBadMessage = time.Unix(0, n).UTC().Format(time.RFC3339) + " " + msg
+			}
+		}
+		st.Sources = append(st.Sources, src)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -321,6 +373,15 @@ func printStatus(w io.Writer, st *Status) error {
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", m.Module, m.Health, m.LastStarted, m.Faults1h,
 				m.Restarts1h, oneLine(fault))
+		}
+		tw.Flush()
+	}
+
+	if len(st.Sources) > 0 {
+		fmt.Fprintf(&b, "\nsources\n")
+		fmt.Fprintln(tw, "  SOURCE\tSTATE\tLAST CONNECTED\tLAST BAD MESSAGE")
+		for _, src := range st.Sources {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", src.Source, src.State, src.LastConnected, oneLine(src.LastBadMessage))
 		}
 		tw.Flush()
 	}

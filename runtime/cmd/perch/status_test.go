@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/perch-edge/perch/runtime/store"
 )
 
 // TestIntegrationStatus runs a pipeline in this process and reads `perch status` from its
@@ -135,5 +138,54 @@ func TestStatusErrors(t *testing.T) {
 	}
 	if _, _, err := call(t.Context(), "status", "--frob"); err == nil {
 		t.Error("status with a bad flag: no error")
+	}
+}
+
+// TestStatusSources: the sources section comes from the source.* events.
+func TestStatusSources(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "perch.db")
+	st, err := store.Open(t.Context(), store.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixNano()
+	for i, e := range []store.Event{
+		{Kind: "runtime.started"},
+		{Kind: "source.connected", Module: "meters"},
+		{Kind: "source.bad_message", Module: "meters", Message: "bad message on m/1: not a number"},
+		{Kind: "source.disconnected", Module: "meters", Message: "EOF"},
+		{Kind: "source.connected", Module: "site"},
+	} {
+		e.TimeNS = base + int64(i)*int64(time.Second)
+		if err := st.Event(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := call(t.Context(), "status", "--db", path, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Status
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	want := []SourceStatus{
+		{Source: "meters", State: "disconnected", LastConnected: "2026-11-25T12:00:01Z",
+			LastBadMessage: "2026-11-25T12:00:02Z bad message on m/1: not a number"},
+		{Source: "site", State: "connected", LastConnected: "2026-11-25T12:00:04Z"},
+	}
+	if fmt.Sprint(s.Sources) != fmt.Sprint(want) {
+		t.Errorf("sources %+v, want %+v", s.Sources, want)
+	}
+	text, _, err := call(t.Context(), "status", "--db", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "\nsources\n  SOURCE  STATE         LAST CONNECTED        LAST BAD MESSAGE\n"+
+		"  meters  disconnected  2026-11-25T12:00:01Z  2026-11-25T12:00:02Z bad message on m/1: not a number\n") {
+		t.Errorf("text:\n%s", text)
 	}
 }

@@ -136,7 +136,7 @@ func (e *Engine) Close(ctx context.Context) error {
 
 // Compile compiles bin (from the on-disk cache when it is there) and keeps it for
 // [Engine.Instantiate], so that a start does not compile twice. It also checks that the module
-// has the exports of its kind ("driver" needs perch_poll; "filter" and "rule" need
+// has the exports of its kind ("driver" needs perch_poll; "filter", "rule" and "actuator" need
 // perch_process) and that it can start within memoryPages (64 KiB pages). It is safe to call
 // again with the same binary.
 func (e *Engine) Compile(ctx context.Context, bin []byte, kind string, memoryPages uint32) error {
@@ -202,7 +202,7 @@ type StateStore interface {
 // Spec is everything needed to run one module instance.
 type Spec struct {
 	Name        string // instance name; the source of its records
-	Kind        string // driver, filter or rule
+	Kind        string // driver, filter, rule or actuator
 	Binary      []byte // the .wasm
 	MemoryPages uint32 // memory limit in 64 KiB pages
 	Deadline    time.Duration
