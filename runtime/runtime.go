@@ -128,6 +128,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, er
 	if opts.Uplink.Logger == nil {
 		opts.Uplink.Logger = r.log.With("component", "uplink")
 	}
+	if opts.Uplink.Inject == nil {
+		// The actuate command reaches the modules of uplink.commands.actuate through Inject
+		// (r.nodes is complete before Run starts the uplink).
+		opts.Uplink.Inject = r.Inject
+	}
 	if r.uplink, err = uplink.New(cfg, r.store, opts.Uplink); err != nil {
 		return nil, err
 	}

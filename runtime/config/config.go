@@ -482,6 +482,7 @@ func (p *parser) validate(c *Config) {
 			}
 		}
 	}
+	p.uplinkCommands(c, mods)
 	if cyc := cycle(c.Modules, mods); cyc != nil {
 		i := mods[cyc[0]]
 		p.errf(fmt.Sprintf("modules[%d].inputs", i), "cycle: %s", strings.Join(cyc, " -> "))

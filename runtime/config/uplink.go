@@ -1,9 +1,11 @@
 package config
 
 import (
+	"fmt"
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"time"
 )
 
@@ -20,6 +22,7 @@ import (
 //	  raw_readings: {enabled: false, max_per_second: 10}
 //	  summaries: {batch: 60s, compress: true, digits: 6}
 //	  tls: {ca_file: ca.pem, cert_file: box.pem, key_file: box.key}
+//	  commands: {actuate: [fan]}          # modules cmd/actuate may drive; default none
 type Uplink struct {
 	Broker         string   `yaml:"broker"`           // URL of the MQTT broker; required
 	ClientID       string   `yaml:"client_id"`        // default perch-<site>-<device>
@@ -34,7 +37,20 @@ type Uplink struct {
 	RawReadings      RawReadings `yaml:"raw_readings"` // raw readings upstream (opt-in)
 	Summaries        Summaries   `yaml:"summaries"`    // how summaries go upstream
 	TLS              TLS         `yaml:"tls"`          // server CA and client certificate
+	// Commands allow the commands from upstream that act on the pipeline; none by default.
+	Commands UplinkCommands `yaml:"commands"`
 }
+
+// UplinkCommands allow commands from upstream that act on the pipeline. Deny by default: a
+// module not listed cannot be reached from upstream.
+type UplinkCommands struct {
+	// Actuate names the modules that cmd/actuate may drive (actuators, or any module that
+	// takes alerts in; never a driver).
+	Actuate []string `yaml:"actuate"`
+}
+
+// CanActuate reports whether cmd/actuate may drive module.
+func (c *UplinkCommands) CanActuate(module string) bool { return slices.Contains(c.Actuate, module) }
 
 // RawReadings sends raw readings upstream, at most MaxPerSecond of them (the others are only
 // recorded).
@@ -171,5 +187,24 @@ func (p *parser) uplink(c *Config) {
 		if _, err := os.Stat(*f.path); err != nil {
 			p.errf("uplink.tls."+f.field, "%v", err)
 		}
+	}
+}
+
+// uplinkCommands validates uplink.commands once the modules are known: mods maps a module's
+// name to its index in c.Modules.
+func (p *parser) uplinkCommands(c *Config, mods map[string]int) {
+	seen := map[string]bool{}
+	for i, name := range c.Uplink.Commands.Actuate {
+		at := fmt.Sprintf("uplink.commands.actuate[%d]", i)
+		j, ok := mods[name]
+		switch {
+		case !ok:
+			p.errf(at, "unknown module %q", name)
+		case seen[name]:
+			p.errf(at, "module %q is listed twice", name)
+		case c.Modules[j].Manifest.Kind == KindDriver:
+			p.errf(at, "module %q is a driver and takes no input: list actuators (or filters and rules)", name)
+		}
+		seen[name] = true
 	}
 }

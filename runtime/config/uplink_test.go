@@ -87,3 +87,49 @@ func TestUplinkErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestUplinkCommands checks uplink.commands.actuate: the modules cmd/actuate may drive must be
+// modules of the config that take input (never a driver), each listed once; every error names
+// the file, the line and the field.
+func TestUplinkCommands(t *testing.T) {
+	dir := testDir(t)
+	const head = `site: s
+device: d
+modules:
+  - name: env
+    wasm: /MODDIR/bme.wasm
+    poll: 1s
+    grants: {i2c: [{bus: 1, address: 0x76}], state: true}
+  - name: hot
+    wasm: /MODDIR/thr.wasm
+    inputs: [env]
+uplink:
+  broker: tcp://127.0.0.1:1883
+`
+	cfg, err := parse(dir, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Uplink.Commands.CanActuate("hot") {
+		t.Error("no commands section, but hot may be actuated: want deny by default")
+	}
+	cfg, err = parse(dir, head+"  commands: {actuate: [hot]}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Uplink.Commands.CanActuate("hot") || cfg.Uplink.Commands.CanActuate("env") {
+		t.Errorf("allow-list %v", cfg.Uplink.Commands.Actuate)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"  commands:\n    actuate: [nothing]\n", `perch.yaml:14: uplink.commands.actuate[0]: unknown module "nothing"`},
+		{"  commands:\n    actuate:\n      - hot\n      - env\n", `perch.yaml:16: uplink.commands.actuate[1]: module "env" is a driver and takes no input`},
+		{"  commands:\n    actuate:\n      - hot\n      - hot\n", `perch.yaml:16: uplink.commands.actuate[1]: module "hot" is listed twice`},
+		{"  commands:\n    actuate: hot\n", "perch.yaml:14:"},
+		{"  commands:\n    reboot: [hot]\n", "field reboot not found"},
+	} {
+		_, err := parse(dir, head+c.yaml)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}

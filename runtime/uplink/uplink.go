@@ -25,7 +25,8 @@
 //	                                      "source":...,"series":...,"fields":{},"tags":{}}
 //	status          retained: {"state":"online",...} on connect and every heartbeat (uptime,
 //	                version, outbox backlog, byte counters); the last will {"state":"offline"}
-//	cmd/<name>      commands in; answered on cmd/<name>/reply: ping, status; others get an error
+//	cmd/<name>      commands in; answered on cmd/<name>/reply: ping, status, actuate (drive an
+//	                actuator allowed by uplink.commands.actuate: see command.go); others get an error
 //	state/desired   desired settings in (log_level); the outcome, retained, on state/reported
 //
 // # Usage
@@ -71,6 +72,10 @@ type Options struct {
 	BackoffMin, BackoffMax time.Duration
 	// ConnectTimeout bounds a connection attempt, TLS handshake and CONNACK included; default 10s.
 	ConnectTimeout time.Duration
+	// Inject, if set, puts encoded records (sdk/abi) on the input queue of a module: how the
+	// actuate command reaches an actuator (the runtime sets it to Runtime.Inject). Nil: the
+	// actuate command is refused.
+	Inject func(ctx context.Context, module string, batch []byte) error
 
 	// newClient makes the MQTT client: the unit-test seam. Nil: paho.
 	newClient func(*paho.ClientOptions) client
@@ -557,9 +562,18 @@ func (u *Uplink) command(cl client, m paho.Message) {
 	case "status":
 		reply["ok"] = true
 		reply["status"] = u.status(context.Background())
+	case "actuate": // command.go
+		ar, err := u.actuate(m.Payload())
+		reply["ok"] = err == nil
+		if ar.Module != "" {
+			reply["module"], reply["state"] = ar.Module, ar.State
+		}
+		if err != nil {
+			reply["error"] = err.Error()
+		}
 	default:
 		reply["ok"] = false
-		reply["error"] = fmt.Sprintf("unknown command %q (known: ping, status)", name)
+		reply["error"] = fmt.Sprintf("unknown command %q (known: ping, status, actuate)", name)
 	}
 	js, _ := json.Marshal(reply)
 	cl.Publish(u.prefix+"cmd/"+name+"/reply", 1, false, js)
