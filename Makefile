@@ -22,7 +22,12 @@ GUEST_GO_FLAGS := -buildmode=c-shared -trimpath
 # -mbulk-memory: a memcpy of a variable size is one memory.copy instruction, not wasi-libc's loops.
 WASM_CFLAGS    := --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -std=c11 -Wall -Wextra -Werror -Isdk/c -Wl,--strip-all
 
-.PHONY: help deps modules build demo test bench chaos check clean
+# ONNX Runtime: libonnxruntime.so.1 from the npm package onnxruntime-node (the 1.24.x C API that
+# yalue/onnxruntime_go v1.27.0 binds), checked against models/ort/ORT_SHA256SUMS.
+ORT_VERSION := 1.24.3
+ORT_CACHE   := .cache/ort
+
+.PHONY: help deps ort modules build demo test bench chaos check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +39,13 @@ deps: ## install the Debian packages a fresh machine lacks
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+ort: ## fetch libonnxruntime.so.1 (linux x64, arm64) from npm into .cache/ort and check its digest
+	@command -v npm >/dev/null || [ -f $(ORT_CACHE)/$(ORT_VERSION)/linux-x64/libonnxruntime.so.1 ] || { \
+	  echo "installing: npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+	@models/ort/fetch.sh $(ORT_VERSION) $(ORT_CACHE)
 
 modules: deps ## build every first-party Wasm module from source into build/modules
 	@mkdir -p $(MODS)
@@ -58,11 +70,11 @@ demo: modules build ## run the demo pipeline on a simulated BME280 for a minute,
 	$(BUILD)/perch run --config examples/demo/perch.yaml --for $${DEMO_FOR:-60s}
 	$(BUILD)/perch db --db var/perch.db
 
-test: modules ## run every test, integration tests included
+test: modules ort ## run every test, integration tests included
 	$(GO) test -count=1 ./...
 
-bench: modules ## run the Go benchmarks (compare runs with benchstat)
-	$(GO) test -run '^$$' -bench . -benchmem -count $${COUNT:-1} ./runtime/... ./modules/... ./sdk/...
+bench: modules ort ## run the Go benchmarks (compare runs with benchstat)
+	$(GO) test -run '^$$' -bench . -benchmem -count $${COUNT:-1} ./runtime/... ./modules/... ./sdk/... ./models/...
 
 # ~40 s here (2 cores): a 20 s broker outage, then 50 kills during the drain. By hand, make it
 # longer: make chaos CHAOS_ROUNDS=200 CHAOS_OUTAGE=5m

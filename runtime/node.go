@@ -133,18 +133,24 @@ func (n *node) handle(ctx context.Context, out []byte, err error) {
 		n.fault(ctx, err)
 		return
 	}
+	n.rt.deliver(n.mod.Name, n.mod.Recorded(), n.down, out)
+}
+
+// deliver records a batch a module or source emitted (unless record is false), shows it to
+// Options.OnRecords, and passes a copy to each downstream node's queue.
+func (r *Runtime) deliver(name string, record bool, down []*node, out []byte) {
 	if len(out) == 0 {
 		return
 	}
-	if n.mod.Recorded() {
-		if err := n.rt.store.Write(out); err != nil {
-			n.rt.log.Error("recording failed", "module", n.mod.Name, "err", err)
+	if record {
+		if err := r.store.Write(out); err != nil {
+			r.log.Error("recording failed", "from", name, "err", err)
 		}
 	}
-	if n.rt.opts.OnRecords != nil {
-		n.rt.opts.OnRecords(n.mod.Name, out)
+	if r.opts.OnRecords != nil {
+		r.opts.OnRecords(name, out)
 	}
-	for _, d := range n.down {
+	for _, d := range down {
 		b := batchPool.Get().(*batch)
 		b.b = append(b.b[:0], out...)
 		d.in <- b // blocks when d is behind: backpressure

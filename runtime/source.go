@@ -171,19 +171,7 @@ func (s *source) connect(ctx context.Context, cl paho.Client, log *slog.Logger) 
 
 // emit records a batch and passes it downstream, as a module's output is.
 func (s *source) emit(out []byte) {
-	if s.cfg.Recorded() {
-		if err := s.rt.store.Write(out); err != nil {
-			s.rt.log.Error("recording failed", "source", s.cfg.Name, "err", err)
-		}
-	}
-	if s.rt.opts.OnRecords != nil {
-		s.rt.opts.OnRecords(s.cfg.Name, out)
-	}
-	for _, d := range s.down {
-		b := batchPool.Get().(*batch)
-		b.b = append(b.b[:0], out...)
-		d.in <- b // blocks when d is behind: backpressure
-	}
+	s.rt.deliver(s.cfg.Name, s.cfg.Recorded(), s.down, out)
 }
 
 // finish closes each downstream queue whose last upstream this was.

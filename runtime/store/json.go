@@ -3,8 +3,8 @@ package store
 import (
 	"bytes"
 	"math"
-	"strconv"
-	"unicode/utf8"
+
+	"github.com/perch-edge/perch/runtime/internal/jsonx"
 
 	"github.com/perch-edge/perch/sdk/abi"
 )
@@ -40,7 +40,7 @@ func (e *jsonEncoder) tags(r *abi.Record) string {
 	e.begin()
 	r.Tags(func(key, value []byte) {
 		if e.member(key) {
-			e.buf = appendJSONString(e.buf, value)
+			e.buf = jsonx.AppendString(e.buf, value)
 		}
 	})
 	return e.end()
@@ -62,7 +62,7 @@ func (e *jsonEncoder) member(name []byte) bool {
 	if len(e.seen) > 1 {
 		e.buf = append(e.buf, ',')
 	}
-	e.buf = appendJSONString(e.buf, name)
+	e.buf = jsonx.AppendString(e.buf, name)
 	e.buf = append(e.buf, ':')
 	return true
 }
@@ -85,44 +85,5 @@ func appendJSONNumber(dst []byte, v float64) []byte {
 	case math.IsInf(v, -1):
 		return append(dst, "-9e999"...)
 	}
-	format := byte('f')
-	if abs := math.Abs(v); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	return strconv.AppendFloat(dst, v, format, -1, 64)
-}
-
-// appendJSONString appends s as a JSON string. Bytes that are not UTF-8 become U+FFFD.
-func appendJSONString(dst, s []byte) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c == '\n':
-				dst = append(dst, '\\', 'n')
-			case c == '\r':
-				dst = append(dst, '\\', 'r')
-			case c == '\t':
-				dst = append(dst, '\\', 't')
-			case c < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				dst = append(dst, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, `\ufffd`...)
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(dst, '"')
+	return jsonx.AppendFinite(dst, v)
 }

@@ -5,7 +5,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
+
+	"github.com/perch-edge/perch/runtime/internal/jsonx"
 
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/store"
@@ -123,9 +124,9 @@ func appendPayload(b []byte, r *abi.Record, digits int, seen [][]byte) ([]byte, 
 	b = append(b, `","kind":"`...)
 	b = append(b, r.Kind.String()...)
 	b = append(b, `","source":`...)
-	b = appendJSONString(b, r.Source)
+	b = jsonx.AppendString(b, r.Source)
 	b = append(b, `,"series":`...)
-	b = appendJSONString(b, r.Series)
+	b = jsonx.AppendString(b, r.Series)
 	b = append(b, `,"fields":{`...)
 	n := 0
 	r.Fields(func(name []byte, v float64) {
@@ -137,7 +138,7 @@ func appendPayload(b []byte, r *abi.Record, digits int, seen [][]byte) ([]byte, 
 			b = append(b, ',')
 		}
 		n++
-		b = appendJSONString(b, name)
+		b = jsonx.AppendString(b, name)
 		b = append(b, ':')
 		b = appendJSONNumberDigits(b, v, digits)
 	})
@@ -152,9 +153,9 @@ func appendPayload(b []byte, r *abi.Record, digits int, seen [][]byte) ([]byte, 
 			b = append(b, ',')
 		}
 		n++
-		b = appendJSONString(b, k)
+		b = jsonx.AppendString(b, k)
 		b = append(b, ':')
-		b = appendJSONString(b, v)
+		b = jsonx.AppendString(b, v)
 	})
 	clear(seen) // it pointed into r
 	return append(b, "}}"...), seen[:0]
@@ -174,11 +175,7 @@ func appendJSONNumber(dst []byte, v float64) []byte {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return append(dst, "null"...)
 	}
-	format := byte('f')
-	if abs := math.Abs(v); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	return strconv.AppendFloat(dst, v, format, -1, 64)
+	return jsonx.AppendFinite(dst, v)
 }
 
 // appendJSONNumberDigits appends v rounded to digits significant digits, in the shorter of
@@ -189,33 +186,4 @@ func appendJSONNumberDigits(dst []byte, v float64, digits int) []byte {
 		return appendJSONNumber(dst, v)
 	}
 	return strconv.AppendFloat(dst, v, 'g', digits, 64)
-}
-
-// appendJSONString appends s as a JSON string; bytes that are not UTF-8 become U+FFFD.
-func appendJSONString(dst, s []byte) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				dst = append(dst, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, `\ufffd`...)
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(dst, '"')
 }
