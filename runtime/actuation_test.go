@@ -86,27 +86,7 @@ func TestIntegrationActuation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	abs, err := filepath.Abs(filepath.Join("testdata", "actuation.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(abs, []byte(actuationConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cfg.Store.Path = filepath.Join(dir, "perch.db")
-	cfg.Engine.CacheDir = filepath.Join(dir, "cache")
-	rt, err := runtime.New(context.Background(), cfg, runtime.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
-	defer cancel()
-	if err := rt.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	rt := runFor(t, parseTestConfig(t, "actuation.yaml", actuationConfig), 3500*time.Millisecond, runtime.Options{})
 	db := rt.Store().DB()
 
 	alertAt := func(state string) time.Time {

@@ -1,14 +1,11 @@
 package runtime_test
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/perch-edge/perch/hal/sim"
 	"github.com/perch-edge/perch/runtime"
-	"github.com/perch-edge/perch/runtime/config"
 )
 
 // devicesConfig has one simulated device of every type, each with scripted faults, read by its
@@ -100,27 +97,7 @@ func TestIntegrationSimDevices(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	abs, err := filepath.Abs(filepath.Join("testdata", "devices.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(abs, []byte(devicesConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cfg.Store.Path = filepath.Join(dir, "perch.db")
-	cfg.Engine.CacheDir = filepath.Join(dir, "cache")
-	rt, err := runtime.New(context.Background(), cfg, runtime.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
-	defer cancel()
-	if err := rt.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	rt := runFor(t, parseTestConfig(t, "devices.yaml", devicesConfig), 3500*time.Millisecond, runtime.Options{})
 	db := rt.Store().DB()
 
 	if n := count(t, db, `SELECT count(*) FROM readings WHERE source = 'env'`); n < 20 {

@@ -1,13 +1,11 @@
 package runtime_test
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/perch-edge/perch/runtime"
-	"github.com/perch-edge/perch/runtime/config"
 )
 
 // TestIntegrationLinuxBackend runs the bme280 driver on a device of backend linux whose bus does
@@ -17,8 +15,7 @@ func TestIntegrationLinuxBackend(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	dir := t.TempDir()
-	doc := []byte(`site: test
+	doc := `site: test
 device: box
 devices:
   - {name: env0, backend: linux, type: bme280, bus: 97, address: 0x76}
@@ -28,24 +25,8 @@ modules:
     poll: 50ms
     grants: {i2c: [{bus: 97, address: 0x76}]}
     config: {bus: 97, address: 0x76}
-`)
-	cfg, err := config.Parse(filepath.Join(dir, "perch.yaml"), doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Store.Path = filepath.Join(dir, "perch.db")
-	cfg.Engine.CacheDir = filepath.Join(dir, "cache")
-	rt, err := runtime.New(context.Background(), cfg, runtime.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
-	defer cancel()
-	if err := rt.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	db := rt.Store().DB()
+`
+	db := runFor(t, parseTestConfig(t, "linux.yaml", doc), 700*time.Millisecond, runtime.Options{}).Store().DB()
 	// The driver's init finds no chip: a fault at start-up, retried with backoff.
 	if n := count(t, db, `SELECT count(*) FROM events WHERE module = 'env' AND kind IN ('module.fault', 'module.error')
 		AND message LIKE '%ENODEV%'`); n < 1 {

@@ -18,14 +18,33 @@ func loadTestConfig(t *testing.T, name string) *config.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return inTempDir(t, cfg)
+}
+
+// parseTestConfig parses text as if it were the file testdata/name (relative paths in it are
+// taken from testdata), with its recorder and cache in a temporary folder.
+func parseTestConfig(t *testing.T, name, text string) *config.Config {
+	t.Helper()
+	abs, err := filepath.Abs(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(abs, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inTempDir(t, cfg)
+}
+
+func inTempDir(t *testing.T, cfg *config.Config) *config.Config {
 	dir := t.TempDir()
 	cfg.Store.Path = filepath.Join(dir, "perch.db")
 	cfg.Engine.CacheDir = filepath.Join(dir, "cache")
 	return cfg
 }
 
-// runFor runs a pipeline for d and returns its recorder, still open.
-func runFor(t *testing.T, cfg *config.Config, d time.Duration, opts runtime.Options) *sql.DB {
+// runFor runs a pipeline for d and returns it, stopped, with its recorder still open.
+func runFor(t *testing.T, cfg *config.Config, d time.Duration, opts runtime.Options) *runtime.Runtime {
 	t.Helper()
 	rt, err := runtime.New(context.Background(), cfg, opts)
 	if err != nil {
@@ -37,7 +56,7 @@ func runFor(t *testing.T, cfg *config.Config, d time.Duration, opts runtime.Opti
 	if err := rt.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return rt.Store().DB()
+	return rt
 }
 
 func count(t *testing.T, db *sql.DB, query string, args ...any) int {
@@ -56,7 +75,7 @@ func TestIntegrationPipeline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	db := runFor(t, loadTestConfig(t, "pipeline.yaml"), 5500*time.Millisecond, runtime.Options{})
+	db := runFor(t, loadTestConfig(t, "pipeline.yaml"), 5500*time.Millisecond, runtime.Options{}).Store().DB()
 
 	if n := count(t, db, `SELECT count(*) FROM readings WHERE source = 'env'`); n < 50 {
 		t.Errorf("readings: %d, want at least 50 (poll every 50 ms for 5.5 s)", n)
