@@ -35,6 +35,7 @@ type node struct {
 	quarantined bool
 	dropped     int // batches dropped while the module was down
 	lastErrno   time.Time
+	stats       nodeStats // counters for Metrics (metrics.go)
 }
 
 // run is the node's goroutine: a driver polls until ctx is done; a filter or rule processes its
@@ -51,7 +52,9 @@ func (n *node) run(ctx context.Context) {
 		for {
 			// The first poll is at once; then one every interval.
 			if n.ensure(callCtx) {
+				t0 := time.Now()
 				out, err := n.inst.Poll(callCtx, n.mod.PollMax)
+				n.stats.observe(time.Since(t0))
 				n.handle(callCtx, out, err)
 			}
 			select {
@@ -64,7 +67,9 @@ func (n *node) run(ctx context.Context) {
 	n.ensure(callCtx)
 	for b := range n.in {
 		if n.ensure(callCtx) {
+			t0 := time.Now()
 			out, err := n.inst.Process(callCtx, b.b)
+			n.stats.observe(time.Since(t0))
 			n.handle(callCtx, out, err)
 		} else {
 			n.dropped++
@@ -133,15 +138,17 @@ func (n *node) handle(ctx context.Context, out []byte, err error) {
 		n.fault(ctx, err)
 		return
 	}
-	n.rt.deliver(n.mod.Name, n.mod.Recorded(), n.down, out)
+	n.stats.recordsOut.Add(uint64(n.rt.deliver(n.mod.Name, n.mod.Recorded(), n.down, out)))
 }
 
 // deliver records a batch a module or source emitted (unless record is false), shows it to
-// Options.OnRecords, and passes a copy to each downstream node's queue.
-func (r *Runtime) deliver(name string, record bool, down []*node, out []byte) {
+// Options.OnRecords, and passes a copy to each downstream node's queue. It returns the number
+// of records in the batch.
+func (r *Runtime) deliver(name string, record bool, down []*node, out []byte) int {
 	if len(out) == 0 {
-		return
+		return 0
 	}
+	cnt, _ := abi.Count(out) // the engine checked the batch; an error only stops the count
 	if record {
 		if err := r.store.Write(out); err != nil {
 			r.log.Error("recording failed", "from", name, "err", err)
@@ -153,8 +160,10 @@ func (r *Runtime) deliver(name string, record bool, down []*node, out []byte) {
 	for _, d := range down {
 		b := batchPool.Get().(*batch)
 		b.b = append(b.b[:0], out...)
+		d.stats.recordsIn.Add(uint64(cnt))
 		d.in <- b // blocks when d is behind: backpressure
 	}
+	return cnt
 }
 
 // fault records a fault, schedules a restart with exponential backoff, and quarantines the
@@ -181,10 +190,12 @@ func (n *node) fault(ctx context.Context, err error) {
 		}
 	}
 	n.faults = append(recent, now)
+	n.stats.fault(reason)
 	n.rt.log.Warn("module fault", "module", n.mod.Name, "reason", reason, "err", detail)
 	n.rt.event(ctx, "module.fault", n.mod.Name, detail, map[string]any{"reason": reason})
 	if len(n.faults) >= o.QuarantineAfter {
 		n.quarantined = true
+		n.stats.quarantined.Store(true)
 		msg := fmt.Sprintf("quarantined after %d faults in %v; last: %s", len(n.faults), o.QuarantineWindow, reason)
 		n.rt.event(ctx, "module.quarantined", n.mod.Name, msg, map[string]any{"reason": reason})
 		var b abi.Builder
@@ -207,6 +218,7 @@ func (n *node) fault(ctx context.Context, err error) {
 		backoff = o.BackoffMax
 	}
 	n.restarts++
+	n.stats.restarts.Add(1)
 	n.retryAt = now.Add(backoff)
 }
 
@@ -234,7 +246,8 @@ func (r *Runtime) Inject(ctx context.Context, module string, records []byte) err
 	if n.mod.Manifest.Kind == config.KindDriver {
 		return fmt.Errorf("runtime: inject: module %q is a driver and takes no input", module)
 	}
-	if cnt, err := abi.Count(records); err != nil {
+	cnt, err := abi.Count(records)
+	if err != nil {
 		return fmt.Errorf("runtime: inject into %s: %w", module, err)
 	} else if cnt == 0 {
 		return nil
@@ -252,6 +265,7 @@ func (r *Runtime) Inject(ctx context.Context, module string, records []byte) err
 	}
 	select {
 	case n.in <- b:
+		n.stats.recordsIn.Add(uint64(cnt))
 		return nil
 	case <-ctx.Done():
 		batchPool.Put(b)

@@ -54,6 +54,9 @@ type Options struct {
 	// Uplink tunes the MQTT uplink, if the config has one (version, log level, backoff); a nil
 	// Logger takes Logger.
 	Uplink uplink.Options
+	// OnStarted, if set, is called once by [Runtime.Run] after every module's goroutine and
+	// source has started (a service manager's readiness). It must not block.
+	OnStarted func()
 }
 
 func (o *Options) defaults() {
@@ -96,6 +99,7 @@ type Runtime struct {
 	nodes  []*node
 	srcs   []*source      // southbound MQTT sources (source.go)
 	uplink *uplink.Uplink // nil: no uplink
+	live   liveness       // readiness and uptime (metrics.go)
 }
 
 // New loads everything the config names: it opens the recorder, builds the HAL devices and
@@ -336,6 +340,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}()
 	}
 	r.startSources(ctx, &wg)
+	r.live.startedNS.Store(time.Now().UnixNano())
+	if r.opts.OnStarted != nil {
+		r.opts.OnStarted()
+	}
 	wg.Wait()
 	// Guest calls after this point are over; the store drains what was queued.
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

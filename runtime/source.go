@@ -52,7 +52,8 @@ type source struct {
 	recs     chan []byte   // encoded records, one per message
 	stopping chan struct{} // closed when run stops: the callback drops instead of blocking
 
-	bad      atomic.Int64 // bad messages since start
+	bad      atomic.Int64  // bad messages since start
+	msgs     atomic.Uint64 // messages converted and queued, for Metrics
 	badMu    sync.Mutex
 	badLast  time.Time // when the last source.bad_message event was recorded
 	badShown int64     // bad at that time
@@ -198,6 +199,7 @@ func (s *source) message(ctx context.Context, m paho.Message) {
 	}
 	select {
 	case s.recs <- rec:
+		s.msgs.Add(1)
 		m.Ack()
 	case <-s.stopping:
 		// Not acknowledged: the broker keeps it in our session and sends it again next time.

@@ -50,6 +50,7 @@ type Config struct {
 	Modules []Module `yaml:"modules"` // module instances, in any order
 	Uplink  Uplink   `yaml:"uplink"`  // MQTT uplink; absent: none
 	Sources []Source `yaml:"sources"` // southbound MQTT sources; see sources.go
+	API     API      `yaml:"api"`     // the local HTTP API; see api.go
 
 	// File is the absolute path of the file the config was loaded from.
 	File string `yaml:"-"`
@@ -456,6 +457,7 @@ func (p *parser) validate(c *Config) {
 		p.errf("store.max_bytes", "must not be negative")
 	}
 	p.uplink(c)
+	p.api(c)
 
 	p.devices(c.Devices)
 	p.sources(c)

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/perch-edge/perch/runtime"
+	"github.com/perch-edge/perch/runtime/api"
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/uplink"
 	"github.com/perch-edge/perch/sdk/abi"
@@ -24,6 +26,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	quiet := fs.Bool("quiet", false, "do not print summaries and alerts")
 	level := fs.String("log-level", "warn", "log level: debug, info, warn or error")
 	interp := fs.Bool("interpreter", false, "run modules on wazero's interpreter instead of its compiler")
+	apiListen := fs.String("api-listen", "", "the local API's `address` (default: the config's api.listen, else 127.0.0.1:8686)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -32,7 +35,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("perch run: --log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	log := slog.New(logHandler(stderr, lv))
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
@@ -43,7 +46,17 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		p := &printer{w: stdout}
 		opts.OnRecords = p.print
 	}
-	rt, err := runtime.New(ctx, cfg, opts)
+	// READY=1, WATCHDOG=1 and STOPPING=1 to systemd, if it gave us a NOTIFY_SOCKET (notify.go).
+	sd, err := newNotifier(os.Getenv, os.Getpid(), log)
+	if err != nil {
+		return err
+	}
+	defer sd.Close()
+	var rt *runtime.Runtime
+	opts.OnStarted = func() {
+		sd.started(ctx, fmt.Sprintf("running %d modules", len(cfg.Modules)), rt.Store().Flush)
+	}
+	rt, err = runtime.New(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -54,13 +67,32 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			log.Warn("recording a fact in the meta table failed", "key", kv[0], "err", err)
 		}
 	}
+	// The local API (runtime/api) serves until the runtime has stopped; failing to listen is
+	// logged, not fatal.
+	if *apiListen != "" {
+		if err := config.CheckAPIListen(*apiListen, cfg.API.Token); err != nil {
+			return fmt.Errorf("perch run: --api-listen: %w", err)
+		}
+		cfg.API.Listen = *apiListen
+	}
+	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
+	apiDone := make(chan struct{})
+	go func() {
+		defer close(apiDone)
+		if err := api.Serve(apiCtx, cfg.API, rt); err != nil {
+			log.Error("local API failed", "listen", cfg.API.Listen, "err", err)
+		}
+	}()
+	defer func() { stopAPI(); <-apiDone }()
 	if *dur > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *dur)
 		defer cancel()
 	}
 	fmt.Fprintf(stdout, "perch %s: running %s (%d modules), recording to %s\n", Version, cfg.File, len(cfg.Modules), cfg.Store.Path)
-	if err := rt.Run(ctx); err != nil {
+	err = rt.Run(ctx)
+	sd.Close() // before the recorder closes: the watchdog's health check uses it
+	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "perch: stopped; the recorder is at", cfg.Store.Path)

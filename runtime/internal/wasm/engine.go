@@ -240,6 +240,7 @@ type Instance struct {
 	lastI2C    hal.I2C // the bus of the last I2C call, and its number
 	lastI2CBus uint32
 	stderr     tailBuffer
+	logs       logLimit // guest log lines per second, across calls
 }
 
 // Instantiate compiles (from the cache when warm) and instantiates a module, runs its

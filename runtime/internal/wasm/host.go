@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -200,6 +201,8 @@ func ret(stack []uint64, e abi.Errno) { stack[0] = uint64(e) }
 // Logs the UTF-8 message at [ptr, ptr+len) at the slog level (-4 debug, 0 info, 4 warn, 8
 // error), tagged with the module. Reads guest memory only. Errnos: OK. A bad pointer closes the
 // guest (bad_pointer); more than the module's log_bytes in one call closes it (log_quota).
+// At most [logLinesPerSecond] lines a second are logged; the rest are dropped (still OK) and
+// counted in one warn line when the next line is logged (see [logLimit]).
 func (i *Instance) logWrite(ctx context.Context, mod api.Module, stack []uint64) {
 	level, ptr, n := int32(stack[0]), uint32(stack[1]), uint32(stack[2])
 	i.logged += int(n)
@@ -207,7 +210,14 @@ func (i *Instance) logWrite(ctx context.Context, mod api.Module, stack []uint64)
 		i.kill(ctx, mod, abi.ExitLogQuota, "log: %d bytes in one call, quota %d", i.logged, i.spec.LogBytes)
 	}
 	msg := i.read(ctx, mod, "log.write", ptr, n)
-	i.spec.Logger.Log(ctx, slog.Level(level), string(msg), "module", i.spec.Name)
+	ok, dropped := i.logs.allow(time.Now())
+	if dropped > 0 {
+		i.spec.Logger.Warn("guest log lines dropped: over the rate limit", "module", i.spec.Name,
+			"dropped", dropped, "lines_per_second", logLinesPerSecond)
+	}
+	if ok {
+		i.spec.Logger.Log(ctx, slog.Level(level), string(msg), "module", i.spec.Name)
+	}
 	ret(stack, abi.OK)
 }
 

@@ -1,0 +1,181 @@
+// Package api is Perch's local HTTP API: /healthz, /readyz, /metrics (Prometheus text format
+// 0.0.4), /api/v1/status and /api/v1/modules (JSON). It listens on 127.0.0.1:8686 by default;
+// beyond loopback it requires a bearer token (config section api:).
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/perch-edge/perch/runtime"
+	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/store"
+)
+
+// Serve listens on cfg.Listen (default 127.0.0.1:8686) and serves the API for rt until ctx is
+// done; then it shuts the server down and returns nil. It refuses an address beyond loopback
+// without a token.
+func Serve(ctx context.Context, cfg config.API, rt *runtime.Runtime) error {
+	if cfg.Listen == "" {
+		cfg.Listen = config.DefaultAPIListen
+	}
+	if err := config.CheckAPIListen(cfg.Listen, cfg.Token); err != nil {
+		return errors.New("api: " + err.Error())
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return errors.New("api: " + err.Error())
+	}
+	return ServeListener(ctx, ln, cfg.Token, rt)
+}
+
+// ServeListener serves the API for rt on ln until ctx is done, then shuts the server down
+// (closing ln) and returns nil. A non-empty token is required of every request.
+func ServeListener(ctx context.Context, ln net.Listener, token string, rt *runtime.Runtime) error {
+	srv := &http.Server{Handler: Handler(rt, token), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-done
+	return err
+}
+
+// Handler returns the API's handler for rt. A non-empty token is required of every request as
+// Authorization: Bearer <token>.
+func Handler(rt *runtime.Runtime, token string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !rt.Metrics().Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("not ready: the modules have not started\n"))
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		var b bytes.Buffer
+		WriteMetrics(&b, rt.Metrics(), outbox(r.Context(), rt))
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		w.Write(b.Bytes())
+	})
+	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, status(rt.Metrics(), outbox(r.Context(), rt)))
+	})
+	mux.HandleFunc("GET /api/v1/modules", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"modules": rt.Metrics().Modules})
+	})
+	if token == "" {
+		return mux
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="perch"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// outbox returns the recorder's outbox statistics, or nil if they cannot be read.
+func outbox(ctx context.Context, rt *runtime.Runtime) *store.OutboxStats {
+	st := rt.Store()
+	if st == nil {
+		return nil
+	}
+	s, err := st.OutboxStats(ctx)
+	if err != nil {
+		return nil
+	}
+	return &s
+}
+
+// statusDoc is /api/v1/status.
+type statusDoc struct {
+	Site          string                  `json:"site"`
+	Device        string                  `json:"device"`
+	Ready         bool                    `json:"ready"`
+	Started       *time.Time              `json:"started,omitempty"`
+	UptimeSeconds float64                 `json:"uptime_seconds"`
+	Modules       []moduleHealth          `json:"modules"`
+	Sources       []runtime.SourceMetrics `json:"sources"`
+	Outbox        *outboxDoc              `json:"outbox,omitempty"`
+}
+
+type moduleHealth struct {
+	Name       string `json:"name"`
+	Kind       string `json:"kind"`
+	Health     string `json:"health"` // ok, restarted or quarantined
+	Restarts   uint64 `json:"restarts"`
+	Faults     uint64 `json:"faults"`
+	RecordsIn  uint64 `json:"records_in"`
+	RecordsOut uint64 `json:"records_out"`
+	QueueDepth int    `json:"queue_depth"`
+}
+
+type outboxDoc struct {
+	BytesIngested  int64            `json:"bytes_ingested"`
+	BytesPublished int64            `json:"bytes_published"`
+	Rows           int64            `json:"rows"`
+	Bytes          int64            `json:"bytes"`
+	Backlog        map[string]int64 `json:"backlog_rows"`
+}
+
+func status(m runtime.Metrics, ob *store.OutboxStats) statusDoc {
+	d := statusDoc{Site: m.Site, Device: m.Device, Ready: m.Ready, Sources: m.Sources, Modules: []moduleHealth{}}
+	if m.Ready {
+		d.Started = &m.Started
+		d.UptimeSeconds = time.Since(m.Started).Seconds()
+	}
+	for _, mm := range m.Modules {
+		h := moduleHealth{Name: mm.Name, Kind: mm.Kind, Health: "ok", Restarts: mm.Restarts,
+			RecordsIn: mm.RecordsIn, RecordsOut: mm.RecordsOut, QueueDepth: mm.QueueDepth}
+		for _, n := range mm.Faults {
+			h.Faults += n
+		}
+		switch {
+		case mm.Quarantined:
+			h.Health = "quarantined"
+		case mm.Restarts > 0:
+			h.Health = "restarted"
+		}
+		d.Modules = append(d.Modules, h)
+	}
+	if ob != nil {
+		d.Outbox = &outboxDoc{BytesIngested: ob.BytesIngested, BytesPublished: ob.BytesPublished,
+			Rows: ob.Rows, Bytes: ob.Bytes, Backlog: map[string]int64{}}
+		for _, b := range ob.Backlog {
+			d.Outbox.Backlog[b.Name] = b.Rows
+		}
+	}
+	return d
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(append(b, '\n'))
+}
