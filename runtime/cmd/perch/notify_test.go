@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
@@ -258,29 +257,4 @@ func TestIntegrationNotify(t *testing.T) {
 	if err := p.wait(t, 10*time.Second); err != nil {
 		t.Fatalf("perch after SIGTERM: %v, want exit status 0\n%s", err, &p.stderr)
 	}
-}
-
-// startEnv is start with extra environment variables.
-func startEnv(t *testing.T, env []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(perchBinary(t), args...), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p.started = time.Now()
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
 }
