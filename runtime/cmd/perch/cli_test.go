@@ -49,7 +49,7 @@ var built struct {
 
 // perchBinary builds this package into the shared folder, once per test binary, and returns
 // the binary's path. It skips the test if there is no go command.
-func perchBinary(t *testing.T) string {
+func perchBinary(t testing.TB) string {
 	t.Helper()
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no go command to build perch:", err)
