@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/perch-edge/perch/runtime"
@@ -82,6 +83,23 @@ func Handler(rt *runtime.Runtime, token string) http.Handler {
 	mux.HandleFunc("GET /api/v1/modules", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{"modules": rt.Metrics().Modules})
 	})
+	mux.HandleFunc("GET /api/v1/alerts", func(w http.ResponseWriter, r *http.Request) {
+		limit := 100
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1000 {
+				http.Error(w, "limit: want a whole number from 1 to 1000", http.StatusBadRequest)
+				return
+			}
+			limit = n
+		}
+		alerts, err := recentAlerts(r.Context(), rt, limit)
+		if err != nil {
+			http.Error(w, "reading the recorder: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, map[string]any{"alerts": alerts})
+	})
 	if token == "" {
 		return mux
 	}
@@ -94,6 +112,39 @@ func Handler(rt *runtime.Runtime, token string) http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// alertDoc is one alert of /api/v1/alerts, from the recorder's recent_alerts view.
+type alertDoc struct {
+	ID       int64           `json:"id"`
+	Time     string          `json:"time"` // RFC 3339, UTC
+	Severity string          `json:"severity"`
+	Source   string          `json:"source"`
+	Series   string          `json:"series"`
+	Message  string          `json:"message"`
+	Fields   json.RawMessage `json:"fields"`
+	Tags     json.RawMessage `json:"tags"`
+}
+
+// recentAlerts reads up to limit alerts of the last 24 hours, newest first.
+func recentAlerts(ctx context.Context, rt *runtime.Runtime, limit int) ([]alertDoc, error) {
+	rows, err := rt.Store().DB().QueryContext(ctx,
+		`SELECT id, time, severity, source, series, message, fields, tags FROM recent_alerts LIMIT ?`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []alertDoc{}
+	for rows.Next() {
+		var a alertDoc
+		var fields, tags string
+		if err := rows.Scan(&a.ID, &a.Time, &a.Severity, &a.Source, &a.Series, &a.Message, &fields, &tags); err != nil {
+			return nil, err
+		}
+		a.Fields, a.Tags = json.RawMessage(fields), json.RawMessage(tags)
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }
 
 // outbox returns the recorder's outbox statistics, or nil if they cannot be read.

@@ -17,6 +17,7 @@ import (
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/api"
 	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/sdk/abi"
 )
 
 // sample is one parsed sample line: name{labels} value.
@@ -358,5 +359,40 @@ func TestServeRefusesOpenListen(t *testing.T) {
 	err := api.Serve(context.Background(), config.API{Listen: "0.0.0.0:0"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "requires api.token") {
 		t.Errorf("Serve on 0.0.0.0 without a token: %v", err)
+	}
+}
+
+// TestAlerts records an alert and reads it back from /api/v1/alerts.
+func TestAlerts(t *testing.T) {
+	rt := newRuntime(t)
+	base := serve(t, rt, "")
+	rec := abi.Append(nil, abi.KindAlert, time.Now().UnixNano(), "env-hot", "environment",
+		[]abi.Field{{Name: "value", Value: 31.5}}, []abi.Tag{{Key: "state", Value: "raised"}, {Key: "severity", Value: "critical"}, {Key: "message", Value: "too hot"}})
+	if err := rt.Store().Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Store().Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	code, body := get(t, base, "/api/v1/alerts?limit=5", "")
+	var doc struct {
+		Alerts []struct {
+			Time, Severity, Source, Message string
+			Fields                          map[string]float64
+			Tags                            map[string]string
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &doc); code != 200 || err != nil || len(doc.Alerts) == 0 {
+		t.Fatalf("/api/v1/alerts: %d %v\n%s", code, err, body)
+	}
+	a := doc.Alerts[0]
+	if a.Source != "env-hot" || a.Severity != "critical" || a.Message != "too hot" || a.Fields["value"] != 31.5 || a.Tags["state"] != "raised" {
+		t.Errorf("newest alert: %+v", a)
+	}
+	if _, err := time.Parse(time.RFC3339, a.Time); err != nil {
+		t.Errorf("time %q: %v", a.Time, err)
+	}
+	if code, _ := get(t, base, "/api/v1/alerts?limit=0", ""); code != http.StatusBadRequest {
+		t.Errorf("limit=0: %d, want 400", code)
 	}
 }
