@@ -286,6 +286,35 @@ func renderRec(r *abi.Record, blank, valueVerb string) string {
 	return sb.String()
 }
 
+// LoadBuilt loads the module that `make modules` built as name (see [Built]) with a raw JSON
+// config, capturing its log. The module is closed when the test ends.
+func LoadBuilt(t testing.TB, name, cfg string) (*runtime.Module, *Logs, error) {
+	t.Helper()
+	return LoadLogged(t, Options{Wasm: Built(t, name), Config: RawConfig(cfg)})
+}
+
+// MustLoadBuilt is [LoadBuilt], failing the test with the module's log on an error.
+func MustLoadBuilt(t testing.TB, name, cfg string) (*runtime.Module, *Logs) {
+	t.Helper()
+	m, l, err := LoadBuilt(t, name, cfg)
+	if err != nil {
+		t.Fatalf("loading the module %s with %s: %v\nlog:\n%s", name, cfg, err, l)
+	}
+	return m, l
+}
+
+// NewDiff pairs a Go reference, made by ref from the raw config cfg, with the built module name
+// loaded with the same config. Field values may differ by relTol, relative.
+func NewDiff(t testing.TB, name, cfg string, ref func(cfg string) (*Reference, error), relTol float64) *Diff {
+	t.Helper()
+	g, err := ref(cfg)
+	if err != nil {
+		t.Fatalf("Go reference with %s: %v", cfg, err)
+	}
+	c, l := MustLoadBuilt(t, name, cfg)
+	return &Diff{Ref: g, C: c, Logs: l, Source: name, RelTol: relTol}
+}
+
 // Diff is a C module and its Go reference with the same config, fed the same batches.
 type Diff struct {
 	Ref     *Reference

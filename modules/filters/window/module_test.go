@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/perch-edge/perch/modules/filters/window"
-	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/sdk/abi"
 	"github.com/perch-edge/perch/sdk/perchtest"
 )
@@ -25,21 +24,6 @@ import (
 // fills it in); the Go package leaves it empty.
 
 const moduleName = "window"
-
-// load loads the built C module with a raw JSON config, capturing its log.
-func load(t testing.TB, cfg string) (*runtime.Module, *perchtest.Logs, error) {
-	t.Helper()
-	return perchtest.LoadLogged(t, perchtest.Options{Wasm: perchtest.Built(t, moduleName), Config: perchtest.RawConfig(cfg)})
-}
-
-func mustLoad(t testing.TB, cfg string) (*runtime.Module, *perchtest.Logs) {
-	t.Helper()
-	m, l, err := load(t, cfg)
-	if err != nil {
-		t.Fatalf("loading the C module with %s: %v\nlog:\n%s", cfg, err, l)
-	}
-	return m, l
-}
 
 // newGo builds the reference from a raw config as the Go module did (the config decoded as the
 // Go SDK's perch.Config did), or returns the message the Go module logged.
@@ -58,12 +42,7 @@ func newGo(raw string) (*perchtest.Reference, error) {
 // newPair loads the reference and the C module with the same config.
 func newPair(t testing.TB, cfg string) *perchtest.Diff {
 	t.Helper()
-	g, err := newGo(cfg)
-	if err != nil {
-		t.Fatalf("Go reference with %s: %v", cfg, err)
-	}
-	c, l := mustLoad(t, cfg)
-	return &perchtest.Diff{Ref: g, C: c, Logs: l, Source: moduleName, RelTol: 1e-9}
+	return perchtest.NewDiff(t, moduleName, cfg, newGo, 1e-9)
 }
 
 // rec is one input record.
@@ -408,7 +387,7 @@ func TestConfig(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			_, goErr := newGo(tc.cfg)
-			_, l, cErr := load(t, tc.cfg)
+			_, l, cErr := perchtest.LoadBuilt(t, moduleName, tc.cfg)
 			perchtest.SameInit(t, "", goErr, cErr, l.String())
 		})
 	}
@@ -447,7 +426,7 @@ func TestConfigMutations(t *testing.T) {
 		}
 		cfg := string(b)
 		_, goErr := newGo(cfg)
-		_, l, cErr := load(t, cfg)
+		_, l, cErr := perchtest.LoadBuilt(t, moduleName, cfg)
 		perchtest.SameInit(t, fmt.Sprintf("%q", cfg), goErr, cErr, l.String())
 	}
 }
@@ -456,7 +435,7 @@ func TestConfigMutations(t *testing.T) {
 // the Go package: readings of a (source, series) past the 1024th are dropped, values of fields
 // past the 51st of a (source, series) too, and the drops are logged.
 func TestLimits(t *testing.T) {
-	m, l := mustLoad(t, `{"window":"10s"}`)
+	m, l := perchtest.MustLoadBuilt(t, moduleName, `{"window":"10s"}`)
 	var recs []rec
 	for i := range 1100 {
 		recs = append(recs, reading(1, fmt.Sprint("src", i), "env", "v", float64(i)))
@@ -542,7 +521,7 @@ func BenchmarkModule(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/record")
 	}
 	b.Run("impl=c-wasm", func(b *testing.B) {
-		m, _ := mustLoad(b, `{"window":"10s"}`)
+		m, _ := perchtest.MustLoadBuilt(b, moduleName, `{"window":"10s"}`)
 		run(b, func(batch []byte) ([]byte, error) { return m.Process(context.Background(), batch) })
 	})
 	b.Run("impl=go-native", func(b *testing.B) {
