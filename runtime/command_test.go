@@ -16,6 +16,8 @@ import (
 	"github.com/perch-edge/perch/hal/sim"
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/uplink"
+
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 // TestIntegrationActuateCommand drives the relay actuator from upstream through a real
@@ -37,7 +39,7 @@ func TestIntegrationActuateCommand(t *testing.T) {
 			t.Skipf("%v: run `make modules` first", err)
 		}
 	}
-	b := startTestBroker(t)
+	b := mqtttest.Start(t, "")
 	dir := t.TempDir()
 	// The bme280 driver only feeds the actuators' input (they ignore its readings): the relays
 	// move only on commands.
@@ -76,7 +78,7 @@ uplink:
   client_id: perch-test-cmd-%[5]d
   commands:
     actuate: [fan]
-`, filepath.Join(dir, "perch.db"), filepath.Join(dir, "cache"), mods, b.url(), time.Now().UnixNano())
+`, filepath.Join(dir, "perch.db"), filepath.Join(dir, "cache"), mods, b.URL(), time.Now().UnixNano())
 	cfg, err := config.Parse(filepath.Join(dir, "perch.yaml"), []byte(text))
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +97,7 @@ uplink:
 		got     = map[string][]string{} // topic -> payloads
 		arrived = make(chan struct{}, 1)
 	)
-	op := paho.NewClient(paho.NewClientOptions().AddBroker(b.url()).SetClientID(fmt.Sprintf("operator-%d", time.Now().UnixNano())).
+	op := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID(fmt.Sprintf("operator-%d", time.Now().UnixNano())).
 		SetOrderMatters(false))
 	if tok := op.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("operator: %v", tok.Error())

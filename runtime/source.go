@@ -34,23 +34,28 @@ const (
 	sourceBackoffMin = 250 * time.Millisecond
 	sourceBackoffMax = 30 * time.Second
 	sourceQueue      = 1024 // records between paho's callback and the batcher
-	badEventEvery    = 10 * time.Second
+	// sourceAckWindow is the most messages a batch holds unacknowledged: a batch is passed on
+	// (and its messages acknowledged) when it has this many, below mosquitto's default window of
+	// 20 unacknowledged QoS 1 messages per client, so that the broker never waits for us.
+	sourceAckWindow = 16
+	badEventEvery   = 10 * time.Second
 )
 
 // source is a southbound MQTT source node: it subscribes to its topics on the site's broker
 // (QoS 1), turns each message into a reading, batches them and passes the batches on like a
 // driver's output: to the recorder and to the bounded queues of the modules downstream.
 // paho's callback goroutine converts messages and hands them to run's goroutine over recs; a
-// full queue blocks paho (backpressure to the broker). A message is acknowledged (PUBACK) once it
-// is queued; the session is persistent (clean session off), so the broker keeps QoS 1 messages
-// for the source while it is away, and sends again those it did not acknowledge.
+// full queue blocks paho (backpressure to the broker). A message is acknowledged (PUBACK) only
+// once its reading is committed to the recorder (or, with record: false, passed downstream); the
+// session is persistent (clean session off), so the broker keeps QoS 1 messages for the source
+// while it is away, and sends again those it did not acknowledge: a kill -9 loses none.
 type source struct {
 	rt   *Runtime
 	cfg  *config.Source
 	down []*node
 
-	recs     chan []byte   // encoded records, one per message
-	stopping chan struct{} // closed when run stops: the callback drops instead of blocking
+	recs     chan sourceRec // encoded records, one per message
+	stopping chan struct{}  // closed when run stops: the callback drops instead of blocking
 
 	bad      atomic.Int64  // bad messages since start
 	msgs     atomic.Uint64 // messages converted and queued, for Metrics
@@ -60,7 +65,13 @@ type source struct {
 }
 
 func newSource(r *Runtime, cfg *config.Source) *source {
-	return &source{rt: r, cfg: cfg, recs: make(chan []byte, sourceQueue), stopping: make(chan struct{})}
+	return &source{rt: r, cfg: cfg, recs: make(chan sourceRec, sourceQueue), stopping: make(chan struct{})}
+}
+
+// sourceRec is one message's record, and the message to acknowledge once it is committed.
+type sourceRec struct {
+	rec []byte
+	msg paho.Message
 }
 
 // run connects, and passes batches on until ctx is canceled; then it disconnects, passes on
@@ -94,6 +105,16 @@ func (s *source) run(ctx context.Context) {
 			log.Warn("source: connection lost", "err", err)
 			s.rt.event(evCtx, EventSourceDisconnected, s.cfg.Name, fmt.Sprint(err), nil)
 		})
+	if config.TLSBroker(s.cfg.Broker) {
+		t, err := s.cfg.TLS.ClientConfig()
+		if err != nil {
+			// The rest of the pipeline runs without this source.
+			log.Error("source: TLS", "err", err)
+			s.rt.event(evCtx, EventSourceDisconnected, s.cfg.Name, "TLS: "+err.Error(), nil)
+			return
+		}
+		o.SetTLSConfig(t)
+	}
 	cl := paho.NewClient(o)
 	connected := make(chan struct{})
 	go func() {
@@ -102,22 +123,25 @@ func (s *source) run(ctx context.Context) {
 	}()
 
 	var batch []byte
+	var unacked []paho.Message
 	n := 0
 	var flush <-chan time.Time
 	var timer *time.Timer
 	emit := func() {
 		if n > 0 {
 			s.emit(batch)
+			s.ack(evCtx, unacked, log)
 		}
-		batch, n, flush = batch[:0], 0, nil
+		batch, unacked, n, flush = batch[:0], unacked[:0], 0, nil
 		if timer != nil {
 			timer.Stop()
 		}
 	}
-	add := func(r []byte) {
-		batch = append(batch, r...)
+	add := func(r sourceRec) {
+		batch = append(batch, r.rec...)
+		unacked = append(unacked, r.msg)
 		n++
-		if n >= s.cfg.BatchMaxRecords {
+		if n >= s.cfg.BatchMaxRecords || len(unacked) >= sourceAckWindow {
 			emit()
 		} else if n == 1 {
 			timer = time.NewTimer(s.cfg.BatchWait.D())
@@ -135,10 +159,9 @@ func (s *source) run(ctx context.Context) {
 		}
 	}
 	// Stop: paho's callback drops what it converts from now on, unacknowledged (the broker
-	// sends it again to the next session), and what is queued is passed on.
+	// sends it again to the next session); what is queued is passed on and acknowledged.
 	close(s.stopping)
 	<-connected // at most a connection attempt away
-	cl.Disconnect(250)
 	for drained := false; !drained; {
 		select {
 		case r := <-s.recs:
@@ -148,6 +171,25 @@ func (s *source) run(ctx context.Context) {
 		}
 	}
 	emit()
+	cl.Disconnect(250)
+}
+
+// ack acknowledges msgs once what emit passed on is safe: committed to the recorder if the
+// source records, else handed downstream. If the commit failed they stay unacknowledged, and
+// the broker sends them again on the next connection.
+func (s *source) ack(ctx context.Context, msgs []paho.Message, log *slog.Logger) {
+	if s.cfg.Recorded() {
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := s.rt.store.Flush(fctx)
+		cancel()
+		if err != nil {
+			log.Error("source: readings not committed; not acknowledged", "messages", len(msgs), "err", err)
+			return
+		}
+	}
+	for _, m := range msgs {
+		m.Ack()
+	}
 }
 
 // connect makes the first connection, retrying with exponential backoff and jitter until it
@@ -198,9 +240,8 @@ func (s *source) message(ctx context.Context, m paho.Message) {
 		return
 	}
 	select {
-	case s.recs <- rec:
+	case s.recs <- sourceRec{rec, m}:
 		s.msgs.Add(1)
-		m.Ack()
 	case <-s.stopping:
 		// Not acknowledged: the broker keeps it in our session and sends it again next time.
 	}

@@ -1,15 +1,11 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +14,8 @@ import (
 
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/sdk/abi"
+
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 func TestMatchTopic(t *testing.T) {
@@ -97,67 +95,6 @@ func TestSourceRecord(t *testing.T) {
 	}
 }
 
-// testBroker is a mosquitto started by a test on a free loopback port.
-type testBroker struct {
-	t    *testing.T
-	conf string
-	port int
-	cmd  *exec.Cmd
-	log  bytes.Buffer
-}
-
-const mosquittoPath = "/usr/sbin/mosquitto"
-
-func startTestBroker(t *testing.T) *testBroker {
-	t.Helper()
-	if _, err := os.Stat(mosquittoPath); err != nil {
-		t.Skipf("no mosquitto: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &testBroker{t: t, port: l.Addr().(*net.TCPAddr).Port, conf: filepath.Join(t.TempDir(), "mosquitto.conf")}
-	l.Close()
-	text := fmt.Sprintf("persistence false\nlog_dest stderr\nlog_type error\nlistener %d 127.0.0.1\nallow_anonymous true\n", b.port)
-	if err := os.WriteFile(b.conf, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	b.start()
-	t.Cleanup(b.stop)
-	return b
-}
-
-func (b *testBroker) url() string { return "tcp://127.0.0.1:" + strconv.Itoa(b.port) }
-
-func (b *testBroker) start() {
-	b.t.Helper()
-	b.cmd = exec.Command(mosquittoPath, "-c", b.conf)
-	b.cmd.Stdout, b.cmd.Stderr = &b.log, &b.log
-	if err := b.cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(b.port), time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("mosquitto did not start: %v\n%s", err, b.log.String())
-		}
-	}
-}
-
-// stop kills the broker, as abruptly as an outage.
-func (b *testBroker) stop() {
-	if b.cmd != nil && b.cmd.Process != nil {
-		b.cmd.Process.Kill()
-		b.cmd.Wait()
-		b.cmd = nil
-	}
-}
-
 // TestIntegrationSource: devices publish to the site's mosquitto; the source turns their messages
 // into readings that reach the recorder and a threshold rule downstream, which raises an alert.
 // Bad messages are counted in one rate-limited event. The broker starts after the runtime, and
@@ -174,7 +111,7 @@ func TestIntegrationSource(t *testing.T) {
 	if _, err := os.Stat(thr); err != nil {
 		t.Skipf("%v: run `make modules` first", err)
 	}
-	b := startTestBroker(t)
+	b := mqtttest.Start(t, "")
 	dir := t.TempDir()
 	text := fmt.Sprintf(`site: test
 device: box
@@ -192,7 +129,7 @@ modules:
     wasm: %q
     inputs: [site-sensors]
     config: {series: temperature, field: temperature_c, above: 30, hysteresis: 1, severity: critical, message: attic too hot}
-`, filepath.Join(dir, "perch.db"), filepath.Join(dir, "cache"), b.url(), time.Now().UnixNano(), thr)
+`, filepath.Join(dir, "perch.db"), filepath.Join(dir, "cache"), b.URL(), time.Now().UnixNano(), thr)
 	cfg, err := config.Parse(filepath.Join(dir, "perch.yaml"), []byte(text))
 	if err != nil {
 		t.Fatal(err)
@@ -206,10 +143,10 @@ modules:
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
-	b.stop() // the broker comes up after the runtime: the source retries its first connection
+	b.Stop() // the broker comes up after the runtime: the source retries its first connection
 	go func() { done <- rt.Run(ctx) }()
 	time.Sleep(300 * time.Millisecond)
-	b.start()
+	b.Start()
 
 	count := func(query string, args ...any) int {
 		t.Helper()
@@ -233,7 +170,7 @@ modules:
 	connected := `SELECT count(*) FROM events WHERE kind = 'source.connected' AND module = 'site-sensors'`
 	waitCount("the source to subscribe", 1, connected)
 
-	pub := paho.NewClient(paho.NewClientOptions().AddBroker(b.url()).SetClientID(fmt.Sprintf("dev-%d", time.Now().UnixNano())).
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID(fmt.Sprintf("dev-%d", time.Now().UnixNano())).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond))
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("publisher: %v", tok.Error())
@@ -281,9 +218,9 @@ modules:
 	}
 
 	// The broker goes down and comes back (without persistence: the subscription is gone).
-	b.stop()
+	b.Stop()
 	waitCount("the disconnection", 1, `SELECT count(*) FROM events WHERE kind = 'source.disconnected'`)
-	b.start()
+	b.Start()
 	waitCount("the source to subscribe again", 2, connected)
 	publish("sensors/cellar/temperature", `12.5`)
 	waitCount("a reading after the reconnection", 1, `SELECT count(*) FROM readings WHERE source = 'site-sensors/cellar'
@@ -296,5 +233,94 @@ modules:
 	var health sql.NullInt64
 	if err := db.QueryRow(`SELECT quarantined FROM module_health WHERE module = 'too-hot'`).Scan(&health); err != nil || health.Int64 != 0 {
 		t.Errorf("too-hot health: %v %v", health, err)
+	}
+}
+
+// TestIntegrationSourceMutualTLS: a source reaches a site broker that requires client
+// certificates, with its own certificate; a source with a certificate from another CA is refused
+// and says so in an event, and the rest of the runtime runs.
+func TestIntegrationSourceMutualTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs mosquitto")
+	}
+	m := mqtttest.StartMutualTLS(t)
+	box, boxKey := m.CA.Issue(t, m.Dir, "box", false, time.Now().Add(time.Hour))
+	dev, devKey := m.CA.Issue(t, m.Dir, "device", false, time.Now().Add(time.Hour))
+	foreign, foreignKey := mqtttest.NewCA(t, "someone else").Issue(t, m.Dir, "intruder", false, time.Now().Add(time.Hour))
+	dir := t.TempDir()
+	text := fmt.Sprintf(`site: test
+device: box
+store: {path: %q}
+sources:
+  - name: secure
+    broker: %[2]s
+    tls: {ca_file: %[3]q, cert_file: %[4]q, key_file: %[5]q}
+    topics: ["sensors/#"]
+    client_id: perch-test-secure-%[6]d
+    batch_wait: 10ms
+  - name: intruder
+    broker: %[2]s
+    tls: {ca_file: %[3]q, cert_file: %[7]q, key_file: %[8]q}
+    topics: ["sensors/#"]
+    client_id: perch-test-intruder-%[6]d
+`, filepath.Join(dir, "perch.db"), m.URL(), m.CAFile, box, boxKey, time.Now().UnixNano(), foreign, foreignKey)
+	cfg, err := config.Parse(filepath.Join(dir, "perch.yaml"), []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(t.Context(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	count := func(query string) int {
+		t.Helper()
+		if err := rt.Store().Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := rt.Store().DB().QueryRow(query).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		return n
+	}
+	wait := func(what, query string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); count(query) == 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	wait("the secure source to subscribe", `SELECT count(*) FROM events WHERE kind = 'source.connected' AND module = 'secure'`)
+
+	tc, err := config.TLS{CAFile: m.CAFile, CertFile: dev, KeyFile: devKey}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker(m.URL()).SetTLSConfig(tc).
+		SetClientID(fmt.Sprintf("dev-%d", time.Now().UnixNano())))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publisher: %v", tok.Error())
+	}
+	defer pub.Disconnect(100)
+	if tok := pub.Publish("sensors/cellar", 1, false, `{"temperature_c": 12.5}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	wait("the reading over TLS", `SELECT count(*) FROM readings WHERE source = 'secure/cellar' AND json_extract(fields, '$.temperature_c') = 12.5`)
+	if n := count(`SELECT count(*) FROM events WHERE kind = 'source.connected' AND module = 'intruder'`); n != 0 {
+		t.Errorf("the source with another CA's certificate connected")
+	}
+	if n := count(`SELECT count(*) FROM readings WHERE source LIKE 'intruder/%'`); n != 0 {
+		t.Errorf("%d readings through the source with another CA's certificate", n)
 	}
 }

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -14,7 +13,8 @@ import (
 //
 //	sources:
 //	  - name: site-sensors
-//	    broker: tcp://127.0.0.1:1883       # tcp:// or mqtt://
+//	    broker: tcp://127.0.0.1:1883       # tcp://, mqtt://, or tls:// (ssl://, mqtts://)
+//	    tls: {ca_file: ca.pem, cert_file: box.pem, key_file: box.key}  # for tls://; optional
 //	    topics: ["sensors/+/temperature"]  # MQTT filters; + and # allowed
 //	    series: temperature                # default: the source's name
 //	    format: json                       # json (default) or value
@@ -31,7 +31,8 @@ import (
 // the whole topic.
 type Source struct {
 	Name     string   `yaml:"name"`      // unique among sources and modules
-	Broker   string   `yaml:"broker"`    // URL of the site's broker, tcp:// or mqtt://; required
+	Broker   string   `yaml:"broker"`    // URL of the site's broker, tcp://, mqtt:// or tls://; required
+	TLS      TLS      `yaml:"tls"`       // CA and client certificate for a tls:// broker
 	Topics   []string `yaml:"topics"`    // MQTT topic filters; at least one
 	Series   string   `yaml:"series"`    // the records' series; default the name
 	Format   string   `yaml:"format"`    // "json" (default) or "value"
@@ -87,15 +88,7 @@ func (p *parser) sources(c *Config) {
 			p.errf(at+".name", "%q is also a module's name", s.Name)
 		}
 		seen[s.Name] = true
-		if s.Broker == "" {
-			p.errf(at+".broker", "required")
-		} else if b, err := url.Parse(s.Broker); err != nil {
-			p.errf(at+".broker", "%v", err)
-		} else if b.Scheme != "tcp" && b.Scheme != "mqtt" {
-			p.errf(at+".broker", "want tcp:// or mqtt://, got %q", s.Broker)
-		} else if b.Hostname() == "" || b.Port() == "" {
-			p.errf(at+".broker", "want a host and a port, such as tcp://127.0.0.1:1883, got %q", s.Broker)
-		}
+		p.broker(at, s.Broker, &s.TLS)
 		if len(s.Topics) == 0 {
 			p.errf(at+".topics", "at least one topic filter, such as \"sensors/+/temperature\"")
 		}

@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/url"
-	"os"
 	"reflect"
 	"slices"
 	"time"
@@ -82,13 +80,6 @@ const (
 	MaxSummaryBatch      = 24 * time.Hour
 )
 
-// TLS configures the connection to a tls:// broker. Relative paths are from the config file.
-type TLS struct {
-	CAFile   string `yaml:"ca_file"`   // PEM CA bundle of the broker; default the system's
-	CertFile string `yaml:"cert_file"` // PEM client certificate, for mutual TLS
-	KeyFile  string `yaml:"key_file"`  // its PEM private key
-}
-
 // Uplink defaults.
 const (
 	DefaultUplinkKeepalive = 30 * time.Second
@@ -100,14 +91,6 @@ const (
 // Enabled reports whether the config has an uplink.
 func (u *Uplink) Enabled() bool { return u.Broker != "" }
 
-// TLSScheme reports whether the broker URL asks for TLS.
-func (u *Uplink) TLSScheme() bool {
-	b, err := url.Parse(u.Broker)
-	return err == nil && isTLSScheme(b.Scheme)
-}
-
-func isTLSScheme(s string) bool { return s == "tls" || s == "ssl" || s == "mqtts" }
-
 // uplink validates the uplink section and fills in its defaults.
 func (p *parser) uplink(c *Config) {
 	u := &c.Uplink
@@ -116,17 +99,8 @@ func (p *parser) uplink(c *Config) {
 	}
 	if u.Broker == "" {
 		p.errf("uplink.broker", "required (or remove the uplink section)")
-	} else if b, err := url.Parse(u.Broker); err != nil {
-		p.errf("uplink.broker", "%v", err)
 	} else {
-		switch {
-		case b.Scheme != "tcp" && b.Scheme != "mqtt" && !isTLSScheme(b.Scheme):
-			p.errf("uplink.broker", "want tcp://, mqtt://, tls://, ssl:// or mqtts://, got %q", u.Broker)
-		case b.Hostname() == "" || b.Port() == "":
-			p.errf("uplink.broker", "want a host and a port, such as tcp://127.0.0.1:1883, got %q", u.Broker)
-		case !isTLSScheme(b.Scheme) && u.TLS != (TLS{}):
-			p.errf("uplink.tls", "the broker %q is not a tls:// URL", u.Broker)
-		}
+		p.broker("uplink", u.Broker, &u.TLS)
 	}
 	if u.ClientID == "" {
 		u.ClientID = "perch-" + c.Site + "-" + c.Device
@@ -172,21 +146,6 @@ func (p *parser) uplink(c *Config) {
 		u.Summaries.Digits = DefaultSummaryDigits
 	} else if u.Summaries.Digits < 1 || u.Summaries.Digits > MaxSummaryDigits {
 		p.errf("uplink.summaries.digits", "want 1 to 17, got %d", u.Summaries.Digits)
-	}
-	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
-		p.errf("uplink.tls", "cert_file and key_file go together")
-	}
-	for _, f := range []struct {
-		field string
-		path  *string
-	}{{"ca_file", &u.TLS.CAFile}, {"cert_file", &u.TLS.CertFile}, {"key_file", &u.TLS.KeyFile}} {
-		if *f.path == "" {
-			continue
-		}
-		*f.path = p.abs(*f.path)
-		if _, err := os.Stat(*f.path); err != nil {
-			p.errf("uplink.tls."+f.field, "%v", err)
-		}
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/perch-edge/perch/runtime/config"
 )
 
 func TestUplinkDefaults(t *testing.T) {
@@ -24,7 +26,7 @@ func TestUplinkDefaults(t *testing.T) {
 	u := cfg.Uplink
 	if !u.Enabled() || u.ClientID != "perch-s-d" || u.Keepalive.D() != 30*time.Second ||
 		u.InFlight != 32 || u.Heartbeat.D() != time.Minute || u.OutboxMaxBytes != 64<<20 ||
-		u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 1 || u.TLSScheme() ||
+		u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 1 || config.TLSBroker(u.Broker) ||
 		u.Summaries.Batch != 0 || u.Summaries.Compress || u.Summaries.Digits != 6 {
 		t.Errorf("defaults: %+v", u)
 	}
@@ -54,7 +56,7 @@ uplink:
 		t.Fatal(err)
 	}
 	u := cfg.Uplink
-	if u.TLS.CAFile != filepath.Join(dir, "ca.pem") || !u.TLSScheme() || u.InFlight != 8 ||
+	if u.TLS.CAFile != filepath.Join(dir, "ca.pem") || !config.TLSBroker(u.Broker) || u.InFlight != 8 ||
 		!u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 2.5 ||
 		u.Summaries.Batch.D() != time.Minute || !u.Summaries.Compress || u.Summaries.Digits != 4 {
 		t.Errorf("%+v", u)

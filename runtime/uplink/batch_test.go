@@ -13,6 +13,8 @@ import (
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
+
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 // decodeBatch returns the summaries of a summaries payload, whichever of its three forms.
@@ -102,9 +104,9 @@ func TestBatchEncoding(t *testing.T) {
 // batches on the summaries topic, alerts are not held back, and acknowledging a batch deletes
 // all its rows and counts the message's bytes as published.
 func TestIntegrationSummaryBatches(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, "perch/#", nil)
-	cfg := testConfig(b.url())
+	cfg := testConfig(b.URL())
 	cfg.Uplink.Summaries = config.Summaries{Batch: config.Duration(time.Second), Compress: true}
 	r := newRig(t, cfg, Options{})
 	sub.waitFor(10*time.Second, "status online", func(ms []message) bool {
@@ -165,9 +167,9 @@ func TestIntegrationSummaryBatches(t *testing.T) {
 // the reconnect; every summary arrives, ids increase within a batch and first seen in order, and
 // the outbox ends empty.
 func TestIntegrationSummaryBatchesReconnect(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, testPrefix+TopicSummaries, nil)
-	cfg := testConfig(b.url())
+	cfg := testConfig(b.URL())
 	cfg.Uplink.Summaries = config.Summaries{Batch: config.Duration(time.Second), Compress: true}
 	cfg.Uplink.InFlight = 2
 	r := newRig(t, cfg, Options{})

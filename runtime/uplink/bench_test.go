@@ -10,6 +10,8 @@ import (
 
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
+
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 // BenchmarkAlertLatency measures the time from an alert handed to the recorder (Store.Write) to
@@ -19,8 +21,8 @@ import (
 func BenchmarkAlertLatency(b *testing.B) {
 	for _, interval := range []time.Duration{time.Millisecond, store.DefaultCommitInterval} {
 		b.Run(fmt.Sprintf("commit_interval=%v", interval), func(b *testing.B) {
-			br := startBroker(b, "")
-			cfg := testConfig(br.url())
+			br := mqtttest.Start(b, "")
+			cfg := testConfig(br.URL())
 			st, err := store.Open(context.Background(), store.Options{
 				Path: filepath.Join(b.TempDir(), "perch.db"), Upstream: Upstream(cfg), CommitInterval: interval,
 			})

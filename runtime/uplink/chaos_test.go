@@ -17,6 +17,8 @@ import (
 
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
+
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 // The chaos child: a process with a store and an uplink that the test kills with SIGKILL.
@@ -131,9 +133,9 @@ func TestIntegrationChaos(t *testing.T) {
 	if v := os.Getenv("PERCH_CHAOS_OUTAGE"); v != "" {
 		outage, _ = time.ParseDuration(v)
 	}
-	b := startBroker(t, "")
-	b.persist = true
-	b.restart()
+	b := mqtttest.Start(t, "")
+	b.Persist = true
+	b.Restart()
 	sub := subscribe(t, b, testPrefix+TopicAlerts, nil)
 	db := filepath.Join(t.TempDir(), "perch.db")
 	seed := uint64(time.Now().UnixNano())
@@ -142,29 +144,29 @@ func TestIntegrationChaos(t *testing.T) {
 
 	// Phase 1: alerts keep coming while the broker is down; the writer is killed now and then.
 	round := 0
-	child := startChaosChild(t, db, b.url(), round, true)
+	child := startChaosChild(t, db, b.URL(), round, true)
 	time.Sleep(200 * time.Millisecond)
-	b.stopGracefully()
+	b.StopGracefully()
 	deadline := time.Now().Add(outage)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
 		child.kill()
 		round++
-		child = startChaosChild(t, db, b.url(), round, true)
+		child = startChaosChild(t, db, b.URL(), round, true)
 	}
-	b.start()
+	b.Start()
 
 	// Phase 2: the drain, killed at random points; each round also writes a few alerts.
 	for i := 0; i < rounds; i++ {
 		time.Sleep(time.Duration(20+rng.IntN(300)) * time.Millisecond)
 		child.kill()
 		round++
-		child = startChaosChild(t, db, b.url(), round, rng.IntN(2) == 0)
+		child = startChaosChild(t, db, b.URL(), round, rng.IntN(2) == 0)
 	}
 	child.kill()
 
 	// Phase 3: drain to the end.
-	child = startChaosChild(t, db, b.url(), round+1, false)
+	child = startChaosChild(t, db, b.URL(), round+1, false)
 	defer child.kill()
 	drainBy := time.After(5*time.Minute + outage)
 	for drained := false; !drained; {
@@ -253,10 +255,10 @@ func firstDiff(a, b []string) int {
 // TestIntegrationKill9LastWill: when the process is killed with SIGKILL, the broker publishes
 // its last will, offline; when it starts again, status is back online.
 func TestIntegrationKill9LastWill(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, testPrefix+TopicStatus, nil)
 	db := filepath.Join(t.TempDir(), "perch.db")
-	child := startChaosChild(t, db, b.url(), 0, false)
+	child := startChaosChild(t, db, b.URL(), 0, false)
 	defer func() { child.kill() }()
 	last := func(state string) func([]message) bool {
 		return func(ms []message) bool { return len(ms) > 0 && isState(state)(ms[len(ms)-1]) }
@@ -264,6 +266,6 @@ func TestIntegrationKill9LastWill(t *testing.T) {
 	sub.waitFor(20*time.Second, "online", last("online"))
 	child.kill()
 	sub.waitFor(20*time.Second, "offline after kill -9", last("offline"))
-	child = startChaosChild(t, db, b.url(), 1, false)
+	child = startChaosChild(t, db, b.URL(), 1, false)
 	sub.waitFor(20*time.Second, "online after restart", last("online"))
 }

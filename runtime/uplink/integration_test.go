@@ -14,6 +14,8 @@ import (
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
+
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 const testPrefix = "perch/lab/box1/"
@@ -139,9 +141,9 @@ func isState(state string) func(message) bool {
 }
 
 func TestIntegrationTopics(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, "perch/#", nil)
-	r := newRig(t, testConfig(b.url()), Options{Version: "test-1"})
+	r := newRig(t, testConfig(b.URL()), Options{Version: "test-1"})
 	sub.waitFor(10*time.Second, "status online", func(ms []message) bool {
 		return count(ms, testPrefix+TopicStatus, isState("online")) > 0
 	})
@@ -190,9 +192,9 @@ func TestIntegrationTopics(t *testing.T) {
 // TestIntegrationLastWill: a connection killed hard makes the broker publish the last will,
 // offline; the uplink reconnects and says online again.
 func TestIntegrationLastWill(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, testPrefix+TopicStatus, nil)
-	r := newRig(t, testConfig(b.url()), Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	r := newRig(t, testConfig(b.URL()), Options{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	sub.waitFor(10*time.Second, "online", func(ms []message) bool { return count(ms, testPrefix+TopicStatus, isState("online")) > 0 })
 	r.up.KillConnection()
 	sub.waitFor(10*time.Second, "offline (last will)", func(ms []message) bool {
@@ -244,18 +246,18 @@ func checkOrder(t *testing.T, msgs []message, topic string, want []int64) (dups 
 func TestIntegrationBrokerOutage(t *testing.T) {
 	// The broker keeps the subscriber's session across its restart, so that it queues what the
 	// uplink publishes before the subscriber is back.
-	b := startBroker(t, "")
-	b.persist = true
-	b.restart()
+	b := mqtttest.Start(t, "")
+	b.Persist = true
+	b.Restart()
 	sub := subscribe(t, b, testPrefix+TopicAlerts, nil)
-	r := newRig(t, testConfig(b.url()), Options{})
+	r := newRig(t, testConfig(b.URL()), Options{})
 	var ids []int64
 	for i := range 300 {
 		if i == 50 {
-			b.stopGracefully()
+			b.StopGracefully()
 		}
 		if i == 250 {
-			b.start()
+			b.Start()
 		}
 		r.write(abi.KindAlert, "a", float64(i))
 		if i%10 == 0 {
@@ -276,7 +278,7 @@ func TestIntegrationBrokerOutage(t *testing.T) {
 	r.waitEmpty(30 * time.Second)
 	defer func() {
 		if t.Failed() {
-			t.Logf("broker log:\n%s", b.log)
+			t.Logf("broker log:\n%s", b.Log())
 			sub.mu.Lock()
 			seen := map[int64]bool{}
 			for _, m := range sub.msgs {
@@ -334,9 +336,9 @@ func idsOf(t *testing.T, msgs []message) []int64 {
 // TestIntegrationAlertFirst: with a backlog of summaries and events, a new alert is sent before
 // them.
 func TestIntegrationAlertFirst(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, testPrefix+"#", nil)
-	cfg := testConfig(b.url())
+	cfg := testConfig(b.URL())
 	cfg.Uplink.Broker = "tcp://127.0.0.1:1" // nothing listens: the backlog builds up
 	r := newRig(t, cfg, Options{})
 	for i := range 200 {
@@ -352,7 +354,7 @@ func TestIntegrationAlertFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	up, err := New(testConfig(b.url()), st, Options{BackoffMin: 50 * time.Millisecond})
+	up, err := New(testConfig(b.URL()), st, Options{BackoffMin: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,10 +377,10 @@ func TestIntegrationAlertFirst(t *testing.T) {
 }
 
 func TestIntegrationCommands(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, testPrefix+"#", nil)
 	level := new(slog.LevelVar)
-	newRig(t, testConfig(b.url()), Options{LogLevel: level})
+	newRig(t, testConfig(b.URL()), Options{LogLevel: level})
 	sub.waitFor(10*time.Second, "online", func(ms []message) bool { return count(ms, testPrefix+TopicStatus, isState("online")) > 0 })
 	pub := func(topic, payload string) {
 		tok := sub.client.Publish(testPrefix+topic, 1, false, payload)
@@ -426,9 +428,9 @@ func TestIntegrationCommands(t *testing.T) {
 
 // TestIntegrationDailyBudget: past the daily budget only alerts go; the rest waits.
 func TestIntegrationDailyBudget(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, testPrefix+"#", nil)
-	cfg := testConfig(b.url())
+	cfg := testConfig(b.URL())
 	cfg.Uplink.DailyBudgetBytes = 3000
 	r := newRig(t, cfg, Options{})
 	sub.waitFor(10*time.Second, "online", func(ms []message) bool { return count(ms, testPrefix+TopicStatus, isState("online")) > 0 })

@@ -8,13 +8,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 // TestIntegrationPerchKill9 runs the perch binary on the demo pipeline with an uplink: its
 // summaries arrive on the summaries topic, status goes offline (the last will) when the process
 // is killed with SIGKILL, and online again when it starts again.
 func TestIntegrationPerchKill9(t *testing.T) {
-	b := startBroker(t, "")
+	b := mqtttest.Start(t, "")
 	modules, err := filepath.Abs("../../build/modules")
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +37,7 @@ func TestIntegrationPerchKill9(t *testing.T) {
 	}
 	text := strings.ReplaceAll(string(demo), "../../build/modules/", modules+"/")
 	text = strings.ReplaceAll(text, "../../var/perch.db", filepath.Join(dir, "perch.db"))
-	text += "\nuplink:\n  broker: " + b.url() + "\n  heartbeat: 1s\n"
+	text += "\nuplink:\n  broker: " + b.URL() + "\n  heartbeat: 1s\n"
 	cfgPath := filepath.Join(dir, "perch.yaml")
 	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
 		t.Fatal(err)

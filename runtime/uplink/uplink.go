@@ -40,7 +40,6 @@ package uplink
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,7 +48,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -190,36 +188,13 @@ func newUplink(cfg *config.Config, st outbox, opts Options) (*Uplink, error) {
 	if u.cfg.ClientID == "" {
 		u.cfg.ClientID = "perch-" + cfg.Site + "-" + cfg.Device
 	}
-	if u.cfg.TLSScheme() {
+	if config.TLSBroker(u.cfg.Broker) {
 		var err error
-		if u.tls, err = tlsConfig(u.cfg.TLS); err != nil {
-			return nil, err
+		if u.tls, err = u.cfg.TLS.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("uplink: %w", err)
 		}
 	}
 	return u, nil
-}
-
-// tlsConfig loads the CA and the client certificate.
-func tlsConfig(c config.TLS) (*tls.Config, error) {
-	t := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("uplink: %w", err)
-		}
-		t.RootCAs = x509.NewCertPool()
-		if !t.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("uplink: %s: no PEM certificate", c.CAFile)
-		}
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("uplink: client certificate: %w", err)
-		}
-		t.Certificates = []tls.Certificate{cert}
-	}
-	return t, nil
 }
 
 // Run connects and keeps the uplink going until ctx is canceled: then it publishes the offline
