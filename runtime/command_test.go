@@ -15,9 +15,8 @@ import (
 
 	"github.com/perch-edge/perch/hal/sim"
 	"github.com/perch-edge/perch/runtime/config"
-	"github.com/perch-edge/perch/runtime/uplink"
-
 	"github.com/perch-edge/perch/runtime/internal/mqtttest"
+	"github.com/perch-edge/perch/runtime/uplink"
 )
 
 // TestIntegrationActuateCommand drives the relay actuator from upstream through a real

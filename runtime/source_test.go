@@ -13,9 +13,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/perch-edge/perch/runtime/config"
-	"github.com/perch-edge/perch/sdk/abi"
-
 	"github.com/perch-edge/perch/runtime/internal/mqtttest"
+	"github.com/perch-edge/perch/sdk/abi"
 )
 
 func TestMatchTopic(t *testing.T) {

@@ -11,10 +11,9 @@ import (
 	"time"
 
 	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
-
-	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 // decodeBatch returns the summaries of a summaries payload, whichever of its three forms.

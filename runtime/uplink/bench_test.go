@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
-
-	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 // BenchmarkAlertLatency measures the time from an alert handed to the recorder (Store.Write) to

@@ -15,10 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
-
-	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 // The chaos child: a process with a store and an uplink that the test kills with SIGKILL.

@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
-
-	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 )
 
 const testPrefix = "perch/lab/box1/"

@@ -10,9 +10,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/perch-edge/perch/runtime/config"
-	"github.com/perch-edge/perch/runtime/store"
-
 	"github.com/perch-edge/perch/runtime/internal/mqtttest"
+	"github.com/perch-edge/perch/runtime/store"
 )
 
 // TestIntegrationMutualTLS: a broker that requires client certificates from its CA accepts the
