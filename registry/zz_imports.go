@@ -1,3 +1,5 @@
+// Package registry holds, for now, only the imports that keep the registry dependencies in go.mod
+// while their packages are written; it goes away once registry/server and registry/artifact use them.
 package registry
 
 import (

@@ -72,6 +72,7 @@ type Metrics struct {
 	Started      time.Time // when; zero before
 	Modules      []ModuleMetrics
 	Sources      []SourceMetrics
+	Models       []ModelMetrics // model nodes (model.go)
 }
 
 // ModuleMetrics are one module instance's counters.
@@ -136,5 +137,6 @@ func (r *Runtime) Metrics() Metrics {
 	for _, s := range r.srcs {
 		m.Sources = append(m.Sources, SourceMetrics{Name: s.cfg.Name, Messages: s.msgs.Load(), BadMessages: uint64(max(s.bad.Load(), 0))})
 	}
+	m.Models = r.modelMetrics()
 	return m
 }

@@ -11,6 +11,12 @@
 // restarted with exponential backoff; after repeated faults it is quarantined and an alert is
 // recorded. Every other module keeps running.
 //
+// Model nodes (model.go, the config's models section) score the records of their inputs with an
+// ONNX model through ONNX Runtime, in batches, and pass on score records and alerts like a
+// module; modules granted a model score rows of their own through perch:infer/v1. A model that
+// cannot be loaded (no ONNX Runtime library, a bad model) fails alone: a model.failed event, its
+// input dropped, the rest of the pipeline running.
+//
 // # Usage
 //
 //	cfg, err := config.Load("perch.yaml")
@@ -98,6 +104,7 @@ type Runtime struct {
 	}
 	nodes  []*node
 	srcs   []*source      // southbound MQTT sources (source.go)
+	models []*modelNode   // model nodes (model.go)
 	uplink *uplink.Uplink // nil: no uplink
 	live   liveness       // readiness and uptime (metrics.go)
 }
@@ -177,7 +184,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, er
 		byName[m.Name] = n
 	}
 	r.srcs = newSources(r)
-	for _, n := range r.nodes {
+	r.newModels(byName) // model.go: a model that fails to load fails alone, when Run starts
+	r.grantModels()
+	linked := r.nodes[:len(r.nodes):len(r.nodes)]
+	for _, m := range r.models {
+		linked = append(linked, m.n)
+	}
+	for _, n := range linked {
 		for _, in := range n.mod.Inputs {
 			if r.linkSource(in, n) {
 				continue
@@ -300,6 +313,10 @@ func specOf(m *config.Module, bin []byte, h hal.Provider, st wasm.StateStore, lo
 		g.UART = append(g.UART, x.Port)
 	}
 	g.State = m.Grants.State
+	for _, name := range m.Grants.Models {
+		// The scorer is the model node's session (Runtime.grantModels); without one, ENODEV.
+		g.Models = append(g.Models, wasm.Model{Name: name})
+	}
 	return wasm.Spec{
 		Name: m.Name, Kind: m.Manifest.Kind, Binary: bin,
 		MemoryPages: m.MemoryPages, Deadline: m.Deadline.D(),
@@ -340,6 +357,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}()
 	}
 	r.startSources(ctx, &wg)
+	r.startModels(ctx, &wg)
 	r.live.startedNS.Store(time.Now().UnixNano())
 	if r.opts.OnStarted != nil {
 		r.opts.OnStarted()
@@ -366,6 +384,9 @@ func (r *Runtime) Close() error {
 	}
 	if r.engine != nil {
 		errs = append(errs, r.engine.Close(context.Background()))
+	}
+	for _, m := range r.models { // after the engine: modules share the sessions
+		errs = append(errs, m.close())
 	}
 	return errors.Join(errs...)
 }

@@ -50,6 +50,7 @@ type Config struct {
 	Modules []Module `yaml:"modules"` // module instances, in any order
 	Uplink  Uplink   `yaml:"uplink"`  // MQTT uplink; absent: none
 	Sources []Source `yaml:"sources"` // southbound MQTT sources; see sources.go
+	Models  []Model  `yaml:"models"`  // ONNX model nodes; see models.go
 	API     API      `yaml:"api"`     // the local HTTP API; see api.go
 
 	// File is the absolute path of the file the config was loaded from.
@@ -68,6 +69,9 @@ type Store struct {
 type Engine struct {
 	// CacheDir is the on-disk compilation cache; default var/cache next to the store.
 	CacheDir string `yaml:"cache_dir"`
+	// ONNXRuntime is the path of libonnxruntime.so.1 for the model nodes; default
+	// $PERCH_ORT_LIB, then the places models/ort searches (`make ort`'s cache).
+	ONNXRuntime string `yaml:"onnxruntime"`
 }
 
 // Device is one HAL device: where it sits (bus and address, bus and chip select, line or
@@ -126,6 +130,8 @@ type Grants struct {
 	GPIO  []GPIOGrant `yaml:"gpio"`
 	UART  []UARTGrant `yaml:"uart"`
 	State bool        `yaml:"state"` // the module's own key/value state
+	// Models are the models (by name) the module may score rows with (perch:infer/v1).
+	Models []string `yaml:"models"`
 }
 
 // I2CGrant grants one device on one bus.
@@ -461,6 +467,7 @@ func (p *parser) validate(c *Config) {
 
 	p.devices(c.Devices)
 	p.sources(c)
+	p.models(c) // models.go
 
 	mods := map[string]int{}
 	for i := range c.Modules {
@@ -477,7 +484,7 @@ func (p *parser) validate(c *Config) {
 	for i := range c.Modules {
 		m := &c.Modules[i]
 		for j, in := range m.Inputs {
-			if _, ok := mods[in]; !ok && c.Source(in) == nil {
+			if _, ok := mods[in]; !ok && c.Source(in) == nil && c.Model(in) == nil {
 				p.errf(fmt.Sprintf("modules[%d].inputs[%d]", i, j), "unknown module %q", in)
 			} else if in == m.Name {
 				p.errf(fmt.Sprintf("modules[%d].inputs[%d]", i, j), "module %q reads its own output", in)
@@ -485,9 +492,9 @@ func (p *parser) validate(c *Config) {
 		}
 	}
 	p.uplinkCommands(c, mods)
-	if cyc := cycle(c.Modules, mods); cyc != nil {
-		i := mods[cyc[0]]
-		p.errf(fmt.Sprintf("modules[%d].inputs", i), "cycle: %s", strings.Join(cyc, " -> "))
+	p.modelGrants(c)
+	if cyc, at := graphCycle(c); cyc != nil { // models.go: modules and models
+		p.errf(at, "cycle: %s", strings.Join(cyc, " -> "))
 	}
 }
 
@@ -583,21 +590,22 @@ func configJSON(n *yaml.Node) ([]byte, error) {
 	return json.Marshal(v)
 }
 
-// cycle returns the modules of one cycle in the input graph, or nil.
-func cycle(mods []Module, idx map[string]int) []string {
+// cycle returns the nodes of one cycle in the input graph, or nil: names[i] takes inputs[i],
+// and idx maps a name to its index.
+func cycle(names []string, inputs [][]string, idx map[string]int) []string {
 	const (
 		white = iota
 		grey
 		black
 	)
-	color := make([]int, len(mods))
+	color := make([]int, len(names))
 	var stack []string
 	var found []string
 	var visit func(i int) bool
 	visit = func(i int) bool {
 		color[i] = grey
-		stack = append(stack, mods[i].Name)
-		ins := append([]string(nil), mods[i].Inputs...)
+		stack = append(stack, names[i])
+		ins := append([]string(nil), inputs[i]...)
 		sort.Strings(ins)
 		for _, in := range ins {
 			j, ok := idx[in]
@@ -622,7 +630,7 @@ func cycle(mods []Module, idx map[string]int) []string {
 		color[i] = black
 		return false
 	}
-	for i := range mods {
+	for i := range names {
 		if color[i] == white && visit(i) {
 			return found
 		}

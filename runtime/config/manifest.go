@@ -43,6 +43,8 @@ type Needs struct {
 	GPIO  []GPIONeed `yaml:"gpio"`
 	UART  []UARTNeed `yaml:"uart"`
 	State bool       `yaml:"state"`
+	// Models: the module scores rows with models granted to it (perch:infer/v1).
+	Models bool `yaml:"models"`
 }
 
 // I2CNeed is an I2C device the module can drive: an address, on a given bus or any bus.
@@ -202,6 +204,19 @@ func CheckGrants(g *Grants, n *Needs) []GrantError {
 	}
 	if n.State && !g.State {
 		add(".state", "the module needs state and it is not granted")
+	}
+	if len(g.Models) > 0 && !n.Models {
+		add(".models", "models are not declared in the module's needs")
+	}
+	if n.Models && len(g.Models) == 0 {
+		add(".models", "the module needs a model and none is granted")
+	}
+	seen := map[string]bool{}
+	for i, name := range g.Models {
+		if seen[name] {
+			add(fmt.Sprintf(".models[%d]", i), "model %q is granted twice", name)
+		}
+		seen[name] = true
 	}
 	return errs
 }

@@ -22,6 +22,7 @@ const (
 	ModuleConfig = "perch:config/v1"
 	ModuleState  = "perch:state/v1"
 	ModuleHAL    = "perch:hal/v1"
+	ModuleInfer  = "perch:infer/v1"
 )
 
 // Host function names, by import module.
@@ -45,6 +46,9 @@ const (
 	FuncGPIOWrite   = "gpio_write"   // perch:hal/v1
 	FuncUARTRead    = "uart_read"    // perch:hal/v1
 	FuncUARTWrite   = "uart_write"   // perch:hal/v1
+
+	FuncInferOpen = "open"  // perch:infer/v1
+	FuncInfer     = "infer" // perch:infer/v1
 )
 
 // Guest export names.

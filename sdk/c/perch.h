@@ -178,6 +178,39 @@ perch_errno perch_uart_read(const char *port, uint32_t port_len, void *buf, uint
 PERCH_IMPORT("perch:hal/v1", "uart_write")
 perch_errno perch_uart_write(const char *port, uint32_t port_len, const void *buf, uint32_t len);
 
+/* perch:infer/v1 open: looks up the model named name (1 to 255 bytes) among those granted to the
+ * module and writes info[0] = its id, info[1] = the number of float32 values in one input row.
+ * PERCH_EPERM when not granted, PERCH_ENODEV when granted but unavailable (no ONNX Runtime). */
+PERCH_IMPORT("perch:infer/v1", "open")
+perch_errno perch_infer_open(const char *name, uint32_t name_len, uint32_t info[2]);
+
+/* perch:infer/v1 infer: scores the rows in (in_len float32 values, whole rows of the model's
+ * width, at most 4096 rows) with the model id, one score per row into out (room for out_cap).
+ * No normalisation is applied. PERCH_EINVAL for partial rows or too little room. */
+PERCH_IMPORT("perch:infer/v1", "infer")
+perch_errno perch_infer(uint32_t model_id, const float *in, uint32_t in_len, float *out, uint32_t out_cap);
+
+/* perch_model is a model opened with perch_model_open. */
+typedef struct {
+    uint32_t id;       /* for perch_infer */
+    uint32_t features; /* float32 values per input row */
+} perch_model;
+
+/* perch_model_open opens the granted model named by the NUL-terminated name. */
+static inline perch_errno perch_model_open(const char *name, perch_model *m) {
+    uint32_t info[2] = {0, 0};
+    perch_errno e = perch_infer_open(name, (uint32_t)strlen(name), info);
+    m->id = info[0];
+    m->features = info[1];
+    return e;
+}
+
+/* perch_model_score scores rows rows of m->features values each, back to back in in, into
+ * out[0..rows). */
+static inline perch_errno perch_model_score(const perch_model *m, const float *in, uint32_t rows, float *out) {
+    return perch_infer(m->id, in, rows * m->features, out, rows);
+}
+
 /* perch_log logs a NUL-terminated message. */
 static inline void perch_log(int32_t level, const char *msg) {
     perch_log_write(level, msg, (uint32_t)strlen(msg));

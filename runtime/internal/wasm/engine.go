@@ -241,6 +241,8 @@ type Instance struct {
 	lastI2CBus uint32
 	stderr     tailBuffer
 	logs       logLimit // guest log lines per second, across calls
+
+	inferScratch inferState // perch:infer/v1 buffers (infer.go)
 }
 
 // Instantiate compiles (from the cache when warm) and instantiates a module, runs its

@@ -32,6 +32,9 @@ type Grants struct {
 	GPIO  []GPIOLine
 	UART  []string // port names
 	State bool
+	// Models are the models the module may score rows with (perch:infer/v1); a model's id is
+	// its index here.
+	Models []Model
 }
 
 // I2CAddr is one granted I2C device.
@@ -128,6 +131,8 @@ func hostFuncs() []hostFunc {
 		{abi.ModuleHAL, abi.FuncGPIOWrite, (*Instance).gpioWrite, []api.ValueType{i32, i32}, errno},
 		{abi.ModuleHAL, abi.FuncUARTRead, (*Instance).uartRead, []api.ValueType{i32, i32, i32, i32, i32}, errno},
 		{abi.ModuleHAL, abi.FuncUARTWrite, (*Instance).uartWrite, []api.ValueType{i32, i32, i32, i32}, errno},
+		{abi.ModuleInfer, abi.FuncInferOpen, (*Instance).inferOpen, []api.ValueType{i32, i32, i32}, errno},
+		{abi.ModuleInfer, abi.FuncInfer, (*Instance).infer, []api.ValueType{i32, i32, i32, i32, i32}, errno},
 	}
 }
 
