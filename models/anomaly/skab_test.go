@@ -1,0 +1,66 @@
+package anomaly
+
+import (
+	"errors"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// skabDir is the SKAB data folder, from $PERCH_DATASETS or /work/shared/datasets; the test is
+// skipped when it is absent. SKAB is GPL-3.0: it is read in place, never copied.
+func skabDir(t testing.TB) string {
+	t.Helper()
+	root := os.Getenv("PERCH_DATASETS")
+	if root == "" {
+		root = "/work/shared/datasets"
+	}
+	dir := filepath.Join(root, "skab", "data")
+	if _, err := os.Stat(filepath.Join(dir, "valve1")); err != nil {
+		t.Skipf("SKAB data not found under %s (set PERCH_DATASETS)", root)
+	}
+	return dir
+}
+
+func TestReadSKABErrors(t *testing.T) {
+	head := "datetime;a;b;anomaly;changepoint\n"
+	for name, c := range map[string]struct{ body, want string }{
+		"no header":    {"", "no header"},
+		"bad header":   {"time;a;b;anomaly;changepoint\n", "header"},
+		"columns":      {head + "2020-01-01 00:00:00;1;2;0.0\n", ":2: 4 columns, header has 5"},
+		"not a number": {head + "2020-01-01 00:00:00;1;2;0.0;0.0\n2020-01-01 00:00:01;1;x;0.0;0.0\n", `:3: column b: "x"`},
+		"bad label":    {head + "2020-01-01 00:00:00;1;2;0.5;0.0\n", `:2: anomaly "0.5"`},
+	} {
+		path := filepath.Join(t.TempDir(), "f.csv")
+		if err := os.WriteFile(path, []byte(c.body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ReadSKAB(path)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: err = %v, want it to name the file and contain %q", name, err, c.want)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "ok.csv")
+	os.WriteFile(path, []byte(head+"2020-01-01 00:00:00;1;2.5;1.0;0.0\n"), 0o644)
+	f, err := ReadSKAB(path)
+	if err != nil || len(f.Rows) != 1 || f.Rows[0][1] != 2.5 || !f.Anomaly[0] || len(f.Features) != 2 {
+		t.Errorf("ReadSKAB ok file: %+v, %v", f, err)
+	}
+	if _, err := EvaluateSKAB(t.TempDir(), DefaultOptions(), "fp32", nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("empty dir: err = %v", err)
+	}
+}
+
+func TestCounts(t *testing.T) {
+	var c Counts
+	for _, p := range [][2]bool{{true, true}, {true, true}, {true, false}, {false, true}, {false, false}, {false, false}, {false, false}} {
+		c.Add(p[0], p[1])
+	}
+	// TP 2, FP 1, FN 1, TN 3: F1 = 2/(2+1) , FAR 1/4, MAR 1/3.
+	if c != (Counts{TP: 2, FP: 1, TN: 3, FN: 1}) || math.Abs(c.F1()-2.0/3) > 1e-12 || c.FAR() != 0.25 || math.Abs(c.MAR()-1.0/3) > 1e-12 {
+		t.Errorf("counts %+v: F1 %v FAR %v MAR %v", c, c.F1(), c.FAR(), c.MAR())
+	}
+}
