@@ -35,6 +35,11 @@ type nodeStats struct {
 	calls       [len(CallBuckets) + 1]atomic.Uint64 // per bucket, not cumulative; the last is +Inf
 	callCount   atomic.Uint64
 	callNS      atomic.Uint64
+	// For Health (swap.go).
+	up              atomic.Bool // an instance is running
+	swaps           atomic.Uint64
+	faultsSinceSwap atomic.Uint64
+	errorsSinceSwap atomic.Uint64
 }
 
 // observe counts one guest call that took d.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/perch-edge/perch/runtime/config"
@@ -36,6 +37,15 @@ type node struct {
 	dropped     int // batches dropped while the module was down
 	lastErrno   time.Time
 	stats       nodeStats // counters for Metrics (metrics.go)
+
+	swap     chan swapReq                    // Swap's requests, taken between calls
+	done     chan struct{}                   // closed when run returns
+	manifest atomic.Pointer[config.Manifest] // the running binary's manifest after a swap; nil: mod's
+}
+
+// newNode makes the node of module m, with an input queue of queue batches.
+func newNode(r *Runtime, m *config.Module, spec wasm.Spec, queue int) *node {
+	return &node{rt: r, mod: m, in: make(chan *batch, queue), spec: spec, swap: make(chan swapReq), done: make(chan struct{})}
 }
 
 // run is the node's goroutine: a driver polls until ctx is done; a filter or rule processes its
@@ -61,29 +71,41 @@ func (n *node) run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case req := <-n.swap:
+				n.doSwap(callCtx, req)
 			}
 		}
 	}
 	n.ensure(callCtx)
-	for b := range n.in {
-		if n.ensure(callCtx) {
-			t0 := time.Now()
-			out, err := n.inst.Process(callCtx, b.b)
-			n.stats.observe(time.Since(t0))
-			n.handle(callCtx, out, err)
-		} else {
-			n.dropped++
+	for {
+		select {
+		case b, ok := <-n.in:
+			if !ok {
+				return
+			}
+			if n.ensure(callCtx) {
+				t0 := time.Now()
+				out, err := n.inst.Process(callCtx, b.b)
+				n.stats.observe(time.Since(t0))
+				n.handle(callCtx, out, err)
+			} else {
+				n.dropped++
+			}
+			batchPool.Put(b)
+		case req := <-n.swap:
+			n.doSwap(callCtx, req)
 		}
-		batchPool.Put(b)
 	}
 }
 
 // finish closes the instance and closes each downstream queue whose last upstream this was.
 func (n *node) finish() {
+	defer close(n.done)
 	if n.inst != nil {
 		n.inst.Close(context.Background())
 		n.inst = nil
 	}
+	n.stats.up.Store(false)
 	for _, d := range n.down {
 		d.upMu.Lock()
 		d.upstream--
@@ -110,6 +132,7 @@ func (n *node) ensure(ctx context.Context) bool {
 		return false
 	}
 	n.inst = inst
+	n.stats.up.Store(true)
 	if n.restarts == 0 {
 		n.rt.event(ctx, "module.started", n.mod.Name, "started "+n.mod.Manifest.Name+" "+n.mod.Manifest.Version, nil)
 	} else {
@@ -130,6 +153,7 @@ func (n *node) handle(ctx context.Context, out []byte, err error) {
 	case err == nil:
 	case errors.As(err, &ee):
 		// The guest reported an error; it stays up. Record it at most every 10 s.
+		n.stats.errorsSinceSwap.Add(1)
 		if time.Since(n.lastErrno) > 10*time.Second {
 			n.lastErrno = time.Now()
 			n.rt.event(ctx, "module.error", n.mod.Name, ee.Error(), map[string]any{"errno": ee.Errno.String()})
@@ -173,6 +197,7 @@ func (n *node) fault(ctx context.Context, err error) {
 		n.inst.Close(context.Background())
 		n.inst = nil
 	}
+	n.stats.up.Store(false)
 	reason, detail := "init", err.Error()
 	var f *wasm.Fault
 	if errors.As(err, &f) {
@@ -191,6 +216,7 @@ func (n *node) fault(ctx context.Context, err error) {
 	}
 	n.faults = append(recent, now)
 	n.stats.fault(reason)
+	n.stats.faultsSinceSwap.Add(1)
 	n.rt.log.Warn("module fault", "module", n.mod.Name, "reason", reason, "err", detail)
 	n.rt.event(ctx, "module.fault", n.mod.Name, detail, map[string]any{"reason": reason})
 	if len(n.faults) >= o.QuarantineAfter {

@@ -179,7 +179,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (rt *Runtime, er
 	byName := map[string]*node{}
 	for i := range cfg.Modules {
 		m := &cfg.Modules[i]
-		n := &node{rt: r, mod: m, in: make(chan *batch, opts.QueueBatches), spec: specOf(m, bins[i], r.hal, r.store, r.log)}
+		n := newNode(r, m, specOf(m, bins[i], r.hal, r.store, r.log), opts.QueueBatches)
 		r.nodes = append(r.nodes, n)
 		byName[m.Name] = n
 	}

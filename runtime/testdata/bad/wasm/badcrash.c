@@ -1,0 +1,3 @@
+/* badcrash: see bad.inc. */
+#define BAD_CRASH 1
+#include "bad.inc"

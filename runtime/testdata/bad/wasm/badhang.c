@@ -1,0 +1,3 @@
+/* badhang: see bad.inc. */
+#define BAD_HANG 1
+#include "bad.inc"
