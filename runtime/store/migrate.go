@@ -29,6 +29,7 @@ type migration struct {
 var migrations = []migration{
 	{version: 1, title: "initial schema", up: schemaSection(1)},
 	{version: 2, title: "outbox", up: schemaSection(2)},
+	{version: 3, title: "updates", up: schemaSection(3)},
 }
 
 // schemaSection returns a step that executes section version of schema.sql.

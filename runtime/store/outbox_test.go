@@ -218,7 +218,7 @@ func TestOutboxMigratesFromV1(t *testing.T) {
 	}
 	db.Close()
 	st2 := openTest(t, Options{Path: path, Upstream: testUpstream})
-	if v := queryInt(t, st2.DB(), "PRAGMA user_version"); v != 2 {
+	if v := queryInt(t, st2.DB(), "PRAGMA user_version"); v != int64(len(migrations)) {
 		t.Errorf("user_version = %d", v)
 	}
 	mustWrite(t, st2, encode(rec(abi.KindAlert, "new", 0)))

@@ -252,3 +252,46 @@ SELECT
 FROM outbox
 GROUP BY priority
 ORDER BY priority;
+
+-- migration 3: updates
+-- update_journal: every step of the update agent (runtime/update), appended as it happens and
+-- committed before the next step starts, so that after a power cut the agent knows where it
+-- was: a target whose last step is neither committed, rolled_back nor failed was interrupted,
+-- and the box runs what `installed` says.
+--   step: found | downloaded | staged | swapped | committed | rolled_back | failed | skipped
+CREATE TABLE update_journal (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ns INTEGER NOT NULL,          -- when, ns since the Unix epoch
+    target  TEXT    NOT NULL,          -- the TUF target name, such as 'modules/thermo'
+    kind    TEXT    NOT NULL,          -- module, model, deployment or firmware
+    version TEXT    NOT NULL,
+    release INTEGER NOT NULL,          -- the target's release counter
+    digest  TEXT    NOT NULL,          -- the OCI manifest digest the TUF target pins
+    step    TEXT    NOT NULL,
+    detail  TEXT    NOT NULL DEFAULT '' -- why, how long, what failed
+);
+CREATE INDEX update_journal_target ON update_journal (target, id);
+
+-- installed: what the box runs in place of its config, per target: written when an update is
+-- committed. At start the runtime re-verifies each file by its hash before using it.
+CREATE TABLE installed (
+    target       TEXT PRIMARY KEY,     -- the TUF target name
+    kind         TEXT    NOT NULL,
+    name         TEXT    NOT NULL,     -- what it replaces: the module's name in the config
+    version      TEXT    NOT NULL,
+    release      INTEGER NOT NULL,
+    digest       TEXT    NOT NULL,     -- the OCI manifest digest
+    path         TEXT    NOT NULL,     -- the installed file
+    sha256       TEXT    NOT NULL,     -- of that file, hex
+    manifest     TEXT    NOT NULL,     -- a module's manifest (YAML), as the artifact carried it
+    installed_ns INTEGER NOT NULL
+);
+
+-- update_status: the last step of every target the agent has seen.
+CREATE VIEW update_status AS
+SELECT
+    j.target, j.kind, j.version, j.release, j.step, j.detail,
+    strftime('%Y-%m-%dT%H:%M:%fZ', j.time_ns / 1000000 / 1000.0, 'unixepoch') AS time
+FROM update_journal j
+WHERE j.id = (SELECT max(id) FROM update_journal WHERE target = j.target)
+ORDER BY j.id DESC;
