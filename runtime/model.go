@@ -93,7 +93,8 @@ func (t *timedScorer) ScoreFlat(dst, x []float32) error {
 // like a filter, turns each matching record into a sample of its stream ((source, series):
 // card.Feeder for the window and normalisation, card.Alarm for the alert state), scores the
 // rows of a batch in one ONNX Runtime run (at most Batch rows a run) and emits one score record
-// per sample (fields score, smoothed, threshold, and active: 1 while the alarm is raised) and an
+// per sample (fields score, smoothed, threshold, active: 1 while the alarm is raised, and with a
+// card's score.likelihood raw, the model's own score before the likelihood) and an
 // alert when a stream's alarm raises or clears.
 //
 // Its fields are owned by its goroutine, except n's queue fields (see node) and the atomics read
@@ -111,6 +112,7 @@ type modelNode struct {
 	rows      []float32 // Batch rows
 	scores    []float32 // Batch scores
 	pend      []pending // the stream and time of each row
+	psample   []float64 // the raw features of each row, Batch × features (for the likelihood)
 	sample    []float64 // one sample's features
 	streams   map[string]*stream
 	key       []byte // scratch: source \x00 series
@@ -133,6 +135,7 @@ type modelNode struct {
 type stream struct {
 	source, series string
 	feed           *card.Feeder
+	lik            *card.Likelihood // nil: the card has no score.likelihood
 	alarm          *card.Alarm
 }
 
@@ -145,7 +148,7 @@ type pending struct {
 // and its node drops its input (everything else runs).
 func (r *Runtime) newModel(m *config.Model) *modelNode {
 	mn := &modelNode{rt: r, cfg: m, streams: map[string]*stream{}, lastEvent: map[string]time.Time{},
-		n: &node{rt: r, mod: &config.Module{Name: m.Name, Inputs: m.Inputs}, in: make(chan *batch, r.opts.QueueBatches)}}
+		n: newNode(r, &config.Module{Name: m.Name, Inputs: m.Inputs}, wasm.Spec{}, r.opts.QueueBatches)}
 	if m.Loaded == nil { // a config not made by config.Load
 		mn.err = fmt.Errorf("model %s: card %s not loaded", m.Name, m.Card)
 		return mn
@@ -161,6 +164,7 @@ func (r *Runtime) newModel(m *config.Model) *modelNode {
 	mn.rows = make([]float32, m.Batch*mn.inputs)
 	mn.scores = make([]float32, m.Batch)
 	mn.pend = make([]pending, m.Batch)
+	mn.psample = make([]float64, m.Batch*len(c.Features))
 	mn.sample = make([]float64, len(c.Features))
 	mn.out.Buf = make([]byte, 0, 4096)
 	mn.key = make([]byte, 0, 2*abi.MaxString+1)
@@ -276,6 +280,7 @@ func (m *modelNode) process(ctx context.Context, batch []byte) {
 		}
 		s.feed.Row(m.rows[k*m.inputs:])
 		m.pend[k] = pending{s: s, timeNS: r.TimeNS}
+		copy(m.psample[k*len(m.sample):], m.sample)
 		if k++; k == len(m.pend) {
 			m.flush(ctx, k)
 			k = 0
@@ -322,7 +327,7 @@ func (m *modelNode) stream(r *abi.Record) *stream {
 		return nil
 	}
 	c := m.cfg.Loaded
-	s := &stream{source: string(r.Source), series: string(r.Series), feed: c.NewFeeder(), alarm: c.NewAlarm()}
+	s := &stream{source: string(r.Source), series: string(r.Series), feed: c.NewFeeder(), lik: c.NewLikelihood(), alarm: c.NewAlarm()}
 	m.streams[string(m.key)] = s
 	m.nstream.Store(int64(len(m.streams)))
 	return s
@@ -344,9 +349,17 @@ func (m *modelNode) flush(ctx context.Context, k int) {
 	for i := range k {
 		p := &m.pend[i]
 		raw := float64(m.scores[i])
-		smoothed, active, changed := p.s.alarm.Step(raw)
+		score := raw
+		if p.s.lik != nil {
+			nf := len(m.sample)
+			score = p.s.lik.Step(m.psample[i*nf:(i+1)*nf], raw)
+		}
+		smoothed, active, changed := p.s.alarm.Step(score)
 		b.Begin(abi.KindScore, p.timeNS, m.cfg.Name, p.s.series)
-		b.Field("score", raw)
+		b.Field("score", score)
+		if p.s.lik != nil {
+			b.Field("raw", raw)
+		}
 		b.Field("smoothed", smoothed)
 		b.Field("threshold", m.threshold)
 		b.Field("active", boolField(active))

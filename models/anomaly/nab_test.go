@@ -78,7 +78,16 @@ func TestNABONNXMatchesGo(t *testing.T) {
 	if s.Name == "" {
 		t.Skip("ambient_temperature_system_failure.csv not in the dev files")
 	}
-	o := DefaultNABOptions()
+	for _, w := range []int{DefaultNABOptions().Model.Window, 8} {
+		o := DefaultNABOptions()
+		o.Model.Window = w
+		nabCheckONNX(t, s, o)
+	}
+}
+
+// nabCheckONNX compares the raw scores of s through ONNX Runtime with the Go reference.
+func nabCheckONNX(t *testing.T, s NABSeries, o NABOptions) {
+	t.Helper()
 	want, err := RawScoresNAB(s, o)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +106,7 @@ func TestNABONNXMatchesGo(t *testing.T) {
 		if prec == card.Int8 {
 			tol = 0.1
 		}
-		t.Logf("%s: largest relative difference from Go %.3g over %d rows", prec, worst, len(want))
+		t.Logf("window %d, %s: largest relative difference from Go %.3g over %d rows", o.Model.Window, prec, worst, len(want))
 		if worst > tol {
 			t.Errorf("%s: ONNX scores differ from Go by %.3g (relative), want ≤ %g", prec, worst, tol)
 		}
@@ -159,66 +168,43 @@ func TestFitNABCentredIgnoresLevel(t *testing.T) {
 	}
 }
 
-func TestLikelihood(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	l, err := NewLikelihood(LikelihoodOptions{Short: 1, History: 500, Holdoff: 50})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var maxQuiet float64
-	for i := range 2000 {
-		s := l.Step(0, 0.5+0.1*rng.Float64())
-		if s < 0 || s > 1 {
-			t.Fatalf("sample %d: score %v outside [0, 1]", i, s)
-		}
-		if i > 600 {
-			maxQuiet = max(maxQuiet, s)
-		}
-	}
-	if maxQuiet > 0.5 {
-		t.Errorf("stationary raw scores reached %v, want below the red level 0.5", maxQuiet)
-	}
-	// A sustained jump: one extreme score, then the holdoff lowers the next ones.
-	var scores []float64
-	for range 40 {
-		scores = append(scores, l.Step(0, 50))
-	}
-	if scores[0] < 0.9 {
-		t.Errorf("first score of a 100× jump is %v, want ≥ 0.9", scores[0])
-	}
-	for i, s := range scores[1:] {
-		if s > 0.5 {
-			t.Errorf("score %d of a sustained jump is %v: want it held off below 0.5", i+1, s)
-			break
-		}
-	}
-	// Spatial: a value outside the range seen scores 1.
-	sp, _ := NewLikelihood(LikelihoodOptions{Spatial: 0.05})
-	for i := range 100 {
-		sp.Step(float64(i%10), 0.5)
-	}
-	if s := sp.Step(5, 0.5); s == 1 {
-		t.Errorf("value inside the range scored 1")
-	}
-	if s := sp.Step(20, 0.5); s != 1 {
-		t.Errorf("value 20 beyond the range [0, 9] scored %v, want 1", s)
-	}
-	if a := testing.AllocsPerRun(100, func() { l.Step(1, 0.5) }); a != 0 {
-		t.Errorf("Step allocates %v times per call, want 0", a)
-	}
-}
-
-func TestLikelihoodOptionsErrors(t *testing.T) {
-	for _, o := range []LikelihoodOptions{{Short: -1}, {History: 1}, {Eps: -1}, {MinStd: math.Inf(1)}, {Holdoff: -2}, {Spatial: math.NaN()}} {
-		if _, err := NewLikelihood(o); err == nil || !strings.Contains(err.Error(), "likelihood options") {
-			t.Errorf("%+v: error %v, want one naming the bad option", o, err)
-		}
-	}
-	if _, err := PostNAB([]float64{1}, []float64{1, 2}, LikelihoodOptions{}); err == nil {
+func TestNABInputErrors(t *testing.T) {
+	if _, err := PostNAB([]float64{1}, []float64{1, 2}, card.LikelihoodOptions{}); err == nil {
 		t.Error("PostNAB with mismatched lengths: no error")
 	}
 	if _, err := ReadNABDir(t.TempDir()); err == nil {
 		t.Error("ReadNABDir on an empty folder: no error")
+	}
+}
+
+// TestNABArtifact writes the recipe's model for one series as a model artifact (ONNX + card)
+// and loads it back: the model part of the recipe is expressible as a card.
+func TestNABArtifact(t *testing.T) {
+	vals := make([]float64, 500)
+	for i := range vals {
+		vals[i] = 20 + 5*math.Sin(float64(i)/10)
+	}
+	d, err := FitNAB(vals, DefaultNABOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prec := range []string{card.FP32, card.Int8} {
+		model, err := d.ONNX(prec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		path, err := card.Write(dir, d.Card("nab-"+prec, prec), model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := card.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Window != d.Window || len(c.Features) != 1 || c.Features[0] != NABFeature {
+			t.Errorf("%s card: window %d features %q, want %d [%s]", prec, c.Window, c.Features, d.Window, NABFeature)
+		}
 	}
 }
 
@@ -252,24 +238,24 @@ func TestNABSweepTool(t *testing.T) {
 		name string
 		edit func(*NABOptions)
 	}
-	post := func(f func(*LikelihoodOptions)) func(*NABOptions) { return func(o *NABOptions) { f(&o.Post) } }
+	post := func(f func(*card.LikelihoodOptions)) func(*NABOptions) { return func(o *NABOptions) { f(&o.Post) } }
 	variants := []variant{{"default", func(*NABOptions) {}}}
 	for _, w := range []int{2, 4, 8, 16} {
 		variants = append(variants, variant{fmt.Sprintf("window %d", w), func(o *NABOptions) { o.Model.Window = w }})
 	}
 	variants = append(variants,
 		variant{"window 8, centred", func(o *NABOptions) { o.Model.Window, o.Centre = 8, true }},
-		variant{"short 10", post(func(o *LikelihoodOptions) { o.Short = 10 })},
-		variant{"short 40", post(func(o *LikelihoodOptions) { o.Short = 40 })},
-		variant{"history 1000", post(func(o *LikelihoodOptions) { o.History = 1000 })},
-		variant{"history 2000", post(func(o *LikelihoodOptions) { o.History = 2000 })},
-		variant{"history 8000", post(func(o *LikelihoodOptions) { o.History = 8000 })},
-		variant{"holdoff 0", post(func(o *LikelihoodOptions) { o.Holdoff = 0 })},
-		variant{"holdoff 1 (Numenta)", post(func(o *LikelihoodOptions) { o.Holdoff = 1 })},
-		variant{"holdoff 200", post(func(o *LikelihoodOptions) { o.Holdoff = 200 })},
-		variant{"one-sided", post(func(o *LikelihoodOptions) { o.TwoSided = false })},
-		variant{"min std 0.3", post(func(o *LikelihoodOptions) { o.MinStd = 0.3 })},
-		variant{"no spatial rule", post(func(o *LikelihoodOptions) { o.Spatial = 0 })},
+		variant{"short 10", post(func(o *card.LikelihoodOptions) { o.Short = 10 })},
+		variant{"short 40", post(func(o *card.LikelihoodOptions) { o.Short = 40 })},
+		variant{"history 1000", post(func(o *card.LikelihoodOptions) { o.History = 1000 })},
+		variant{"history 2000", post(func(o *card.LikelihoodOptions) { o.History = 2000 })},
+		variant{"history 8000", post(func(o *card.LikelihoodOptions) { o.History = 8000 })},
+		variant{"holdoff 0", post(func(o *card.LikelihoodOptions) { o.Holdoff = 0 })},
+		variant{"holdoff 1 (Numenta)", post(func(o *card.LikelihoodOptions) { o.Holdoff = 1 })},
+		variant{"holdoff 200", post(func(o *card.LikelihoodOptions) { o.Holdoff = 200 })},
+		variant{"one-sided", post(func(o *card.LikelihoodOptions) { o.TwoSided = false })},
+		variant{"min std 0.3", post(func(o *card.LikelihoodOptions) { o.MinStd = 0.3 })},
+		variant{"no spatial rule", post(func(o *card.LikelihoodOptions) { o.Spatial = 0 })},
 		variant{"window 8, no spatial rule", func(o *NABOptions) { o.Model.Window, o.Post.Spatial = 8, 0 }},
 	)
 	raws := map[string][][]float64{}
@@ -309,7 +295,10 @@ func TestNABDiagTool(t *testing.T) {
 	}
 	dir := nabDir(t)
 	htm := map[string]string{}
-	b, _ := os.ReadFile(filepath.Join(dir, "results", "numenta", "numenta_standard_scores.csv"))
+	b, err := os.ReadFile(filepath.Join(dir, "results", "numenta", "numenta_standard_scores.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Split(line, ",")
 		if len(f) > 4 {
@@ -317,7 +306,11 @@ func TestNABDiagTool(t *testing.T) {
 		}
 	}
 	o := DefaultNABOptions()
-	o.Post.Spatial, _ = strconv.ParseFloat(os.Getenv("PERCH_NAB_SPATIAL"), 64)
+	if v := os.Getenv("PERCH_NAB_SPATIAL"); v != "" {
+		if o.Post.Spatial, err = strconv.ParseFloat(v, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e, err := EvaluateNAB(dir, o)
 	if err != nil {
 		t.Fatal(err)

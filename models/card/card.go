@@ -62,6 +62,9 @@ type Normalization struct {
 
 // Score turns raw scores into an alert state, causally, one sample at a time.
 type Score struct {
+	// Likelihood, if set, turns each raw score into an anomaly score in [0, 1] before the
+	// smoothing and the threshold (see [Likelihood]).
+	Likelihood *LikelihoodOptions `yaml:"likelihood,omitempty"`
 	// Smooth is the number of most recent raw scores averaged before comparing (1: none).
 	Smooth int `yaml:"smooth"`
 	// Threshold raises the alert when the smoothed score is above it.
@@ -148,6 +151,11 @@ func (c *Card) Validate() error {
 	}
 	if s.Consecutive < 1 {
 		bad("score.consecutive", "%d: must be at least 1", s.Consecutive)
+	}
+	if s.Likelihood != nil {
+		if err := s.Likelihood.withDefaults().validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if math.IsNaN(s.Threshold) || math.IsInf(s.Threshold, 0) {
 		bad("score.threshold", "%v is not finite", s.Threshold)

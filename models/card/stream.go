@@ -105,3 +105,15 @@ func (a *Alarm) Step(raw float64) (smoothed float64, active, changed bool) {
 
 // Active reports whether the alarm is raised.
 func (a *Alarm) Active() bool { return a.active }
+
+// NewLikelihood returns the Likelihood of c's score section, or nil when it has none.
+func (c *Card) NewLikelihood() *Likelihood {
+	if c.Score.Likelihood == nil {
+		return nil
+	}
+	l, err := NewLikelihood(*c.Score.Likelihood, len(c.Features))
+	if err != nil {
+		panic("card: NewLikelihood on a card that did not validate: " + err.Error())
+	}
+	return l
+}

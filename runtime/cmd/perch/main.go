@@ -5,6 +5,7 @@
 //	perch db --db var/perch.db [VIEW ...]                  print the recorder's views
 //	perch status --db var/perch.db [--json]                modules, alerts, outbox, uptime
 //	perch module new NAME [--dir DIR] [--kind KIND]        scaffold a Go module
+//	perch registry serve|keygen ...                        the signed artifact registry
 //	perch version
 package main
 
@@ -30,6 +31,8 @@ Usage:
   perch db --db FILE [VIEW ...]
   perch status --db FILE [--json]
   perch module new NAME [--dir DIR] [--kind filter|rule|driver] [--perch PATH]
+  perch registry serve --root DIR [--listen ADDR]
+  perch registry keygen --out DIR
   perch version
 `
 
@@ -61,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "module":
 		return cmdModule(rest, stdout, stderr)
+	case "registry":
+		return cmdRegistry(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "perch", Version)
 		return nil
