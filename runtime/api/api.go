@@ -1,6 +1,35 @@
 // Package api is Perch's local HTTP API: /healthz, /readyz, /metrics (Prometheus text format
-// 0.0.4), /api/v1/status and /api/v1/modules (JSON). It listens on 127.0.0.1:8686 by default;
-// beyond loopback it requires a bearer token (config section api:).
+// 0.0.4), /api/v1/status, /api/v1/modules and /api/v1/alerts (JSON), /api/v1/stream (a live
+// stream of records as server-sent events, fed by a [Hub]) and, at /, one page with live plots.
+// It listens on 127.0.0.1:8686 by default; beyond loopback it requires a bearer token (config
+// section api:).
+//
+// # Live stream
+//
+// GET /api/v1/stream is a stream of server-sent events (text/event-stream), one per record the
+// pipeline emits, named by its kind (reading, summary, score, alert, event), with one line of
+// JSON as data: {"kind", "module" (the node that emitted it), "time" (RFC 3339, UTC), "time_ms"
+// (milliseconds since the Unix epoch), "source", "series", "fields" (numbers; null for NaN or
+// infinity), "tags" (strings)}. A "health" event ({"modules": [{"name", "health", ...}]}) comes
+// on connect and whenever a module's health changes (checked every 2 s); a "dropped" event
+// ({"dropped": n, "total": n}) tells a client that fell behind how many events it lost. A
+// comment line every 15 s keeps the connection alive. Query parameters:
+//
+//   - kinds: a comma-separated list of reading, summary, score, alert, event and health;
+//     default reading,score,alert,health.
+//   - series: a comma-separated list of series names; default all.
+//   - max_rate: readings per second per module and series, at most 1000; default 10; 0 for
+//     every reading. Other kinds are never thinned.
+//
+// The [Hub] behind it never blocks the pipeline (see [Hub.Publish]).
+//
+// # Token
+//
+// With a token, every request must carry it, as the header Authorization: Bearer <token> or, for
+// a browser (whose EventSource cannot set headers), as the query parameter access_token
+// (RFC 6750 section 2.3): open http://host:8686/?access_token=<token> and the page passes it on.
+// A token in a URL can end up in browser history and proxy logs: prefer the header elsewhere.
+// The page's own files (/ and /page/...) are static and served without the token.
 package api
 
 import (
@@ -12,6 +41,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/perch-edge/perch/runtime"
@@ -19,10 +49,10 @@ import (
 	"github.com/perch-edge/perch/runtime/store"
 )
 
-// Serve listens on cfg.Listen (default 127.0.0.1:8686) and serves the API for rt until ctx is
-// done; then it shuts the server down and returns nil. It refuses an address beyond loopback
-// without a token.
-func Serve(ctx context.Context, cfg config.API, rt *runtime.Runtime) error {
+// Serve listens on cfg.Listen (default 127.0.0.1:8686) and serves the API for rt, with the
+// live stream of hub (nil: the stream answers 503), until ctx is done; then it shuts the server
+// down and returns nil. It refuses an address beyond loopback without a token.
+func Serve(ctx context.Context, cfg config.API, rt *runtime.Runtime, hub *Hub) error {
 	if cfg.Listen == "" {
 		cfg.Listen = config.DefaultAPIListen
 	}
@@ -33,13 +63,20 @@ func Serve(ctx context.Context, cfg config.API, rt *runtime.Runtime) error {
 	if err != nil {
 		return errors.New("api: " + err.Error())
 	}
-	return ServeListener(ctx, ln, cfg.Token, rt)
+	return ServeListener(ctx, ln, cfg.Token, rt, hub)
 }
 
-// ServeListener serves the API for rt on ln until ctx is done, then shuts the server down
-// (closing ln) and returns nil. A non-empty token is required of every request.
-func ServeListener(ctx context.Context, ln net.Listener, token string, rt *runtime.Runtime) error {
-	srv := &http.Server{Handler: Handler(rt, token), ReadHeaderTimeout: 10 * time.Second}
+// ServeListener serves the API for rt and hub (nil: no stream) on ln until ctx is done, then
+// shuts the server down (closing ln; open streams end at once) and returns nil. A non-empty
+// token is required of every request.
+func ServeListener(ctx context.Context, ln net.Listener, token string, rt *runtime.Runtime, hub *Hub) error {
+	// Streams never go idle, so Shutdown would wait for them: the base context of every
+	// request is canceled when Shutdown starts, which ends them.
+	base, stopStreams := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopStreams()
+	srv := &http.Server{Handler: Handler(rt, token, hub), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
+	srv.RegisterOnShutdown(stopStreams)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {
@@ -54,10 +91,16 @@ func ServeListener(ctx context.Context, ln net.Listener, token string, rt *runti
 	return err
 }
 
-// Handler returns the API's handler for rt. A non-empty token is required of every request as
-// Authorization: Bearer <token>.
-func Handler(rt *runtime.Runtime, token string) http.Handler {
+// Handler returns the API's handler for rt, with the live stream of hub (nil: the stream
+// answers 503). A non-empty token is required of every request, as Authorization: Bearer
+// <token> or as the query parameter access_token.
+func Handler(rt *runtime.Runtime, token string, hub *Hub) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", pageHandler())
+	mux.Handle("GET /page/", pageHandler())
+	mux.HandleFunc("GET /api/v1/stream", func(w http.ResponseWriter, r *http.Request) {
+		serveStream(w, r, hub, rt)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -74,6 +117,10 @@ func Handler(rt *runtime.Runtime, token string) http.Handler {
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		var b bytes.Buffer
 		WriteMetrics(&b, rt.Metrics(), outbox(r.Context(), rt))
+		if hub != nil {
+			p := &promWriter{w: &b}
+			writeStreamMetrics(p, hub.Stats())
+		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		w.Write(b.Bytes())
 	})
@@ -105,7 +152,15 @@ func Handler(rt *runtime.Runtime, token string) http.Handler {
 	}
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/page/") {
+			mux.ServeHTTP(w, r) // the page's static files (page.go)
+			return
+		}
+		got := r.Header.Get("Authorization")
+		if got == "" && r.URL.Query().Has("access_token") {
+			got = "Bearer " + r.URL.Query().Get("access_token")
+		}
+		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="perch"`)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return

@@ -156,14 +156,19 @@ func get(t *testing.T, base, path, token string) (int, string) {
 }
 
 // serve starts the API for rt on 127.0.0.1:0 and returns its base URL.
-func serve(t *testing.T, rt *runtime.Runtime, token string) string {
+func serve(t testing.TB, rt *runtime.Runtime, token string) string {
+	return serveHub(t, rt, token, nil)
+}
+
+// serveHub is serve with the live stream of hub.
+func serveHub(t testing.TB, rt *runtime.Runtime, token string, hub *api.Hub) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- api.ServeListener(ctx, ln, token, rt) }()
+	go func() { done <- api.ServeListener(ctx, ln, token, rt, hub) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -173,7 +178,14 @@ func serve(t *testing.T, rt *runtime.Runtime, token string) string {
 	return "http://" + ln.Addr().String()
 }
 
-func newRuntime(t *testing.T) *runtime.Runtime {
+func newRuntime(t testing.TB) *runtime.Runtime {
+	t.Helper()
+	return newRuntimeOpts(t, runtime.Options{})
+}
+
+// newRuntimeOpts loads ../testdata/pipeline.yaml with its recorder and cache in a temporary
+// folder.
+func newRuntimeOpts(t testing.TB, opts runtime.Options) *runtime.Runtime {
 	t.Helper()
 	cfg, err := config.Load(filepath.Join("..", "testdata", "pipeline.yaml"))
 	if err != nil {
@@ -182,7 +194,7 @@ func newRuntime(t *testing.T) *runtime.Runtime {
 	dir := t.TempDir()
 	cfg.Store.Path = filepath.Join(dir, "perch.db")
 	cfg.Engine.CacheDir = filepath.Join(dir, "cache")
-	rt, err := runtime.New(context.Background(), cfg, runtime.Options{})
+	rt, err := runtime.New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +368,7 @@ func TestToken(t *testing.T) {
 }
 
 func TestServeRefusesOpenListen(t *testing.T) {
-	err := api.Serve(context.Background(), config.API{Listen: "0.0.0.0:0"}, nil)
+	err := api.Serve(context.Background(), config.API{Listen: "0.0.0.0:0"}, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "requires api.token") {
 		t.Errorf("Serve on 0.0.0.0 without a token: %v", err)
 	}

@@ -5,7 +5,10 @@
 //	perch db --db var/perch.db [VIEW ...]                  print the recorder's views
 //	perch status --db var/perch.db [--json]                modules, alerts, outbox, uptime
 //	perch module new NAME [--dir DIR] [--kind KIND]        scaffold a Go module
-//	perch registry serve|keygen ...                        the signed artifact registry
+//	perch registry serve|keygen|ls ...                     the signed artifact registry
+//	perch push --registry URL --keys DIR --tuf DIR KIND FILE... --target NAME   sign an artifact
+//	perch promote --registry URL ... --group G --stage PCT --module M=TARGET    sign a deployment
+//	perch model train|quantize|inspect|eval ...            anomaly models
 //	perch version
 package main
 
@@ -33,6 +36,12 @@ Usage:
   perch module new NAME [--dir DIR] [--kind filter|rule|driver] [--perch PATH]
   perch registry serve --root DIR [--listen ADDR]
   perch registry keygen --out DIR
+  perch registry ls --registry URL (--root FILE | --tuf DIR) [--json]
+  perch push --registry URL --keys DIR --tuf DIR KIND FILE... --target NAME [--version V] [--release N]
+             [--hardware any|amd64,...] [--abi perch:v1]
+  perch promote --registry URL --keys DIR --tuf DIR --deployment NAME --group G --stage PCT
+                --module M=TARGET [--module M=TARGET ...]
+  perch model train|quantize|inspect|eval ...   (perch model help)
   perch version
 `
 
@@ -66,6 +75,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdModule(rest, stdout, stderr)
 	case "registry":
 		return cmdRegistry(ctx, rest, stdout, stderr)
+	case "push":
+		return cmdPush(ctx, rest, stdout, stderr)
+	case "promote":
+		return cmdPromote(ctx, rest, stdout, stderr)
+	case "model":
+		return cmdModel(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "perch", Version)
 		return nil

@@ -22,7 +22,10 @@ type registryCommand struct {
 var registryCommands = []registryCommand{
 	{"serve", "--root DIR [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--log-level LEVEL]", cmdRegistryServe},
 	{"keygen", "--out DIR [--root-keys N --root-threshold K --targets-keys N --targets-threshold K]",
-		func(_ context.Context, args []string, stdout, stderr io.Writer) error { return cmdRegistryKeygen(args, stdout, stderr) }},
+		func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return cmdRegistryKeygen(args, stdout, stderr)
+		}},
+	{"ls", "--registry URL (--root FILE | --tuf DIR) [--json]", cmdRegistryLs},
 }
 
 func registryUsage() string {

@@ -42,9 +42,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	opts := runtime.Options{Logger: log, Interpreter: *interp,
 		Uplink: uplink.Options{Version: Version, LogLevel: lv}}
+	// Every batch goes to the local API's live stream (which never blocks) and, unless --quiet,
+	// summaries and alerts to stdout.
+	hub := api.NewHub(api.HubOptions{})
+	opts.OnRecords = hub.Publish
 	if !*quiet {
 		p := &printer{w: stdout}
-		opts.OnRecords = p.print
+		opts.OnRecords = func(module string, batch []byte) {
+			hub.Publish(module, batch)
+			p.print(module, batch)
+		}
 	}
 	// READY=1, WATCHDOG=1 and STOPPING=1 to systemd, if it gave us a NOTIFY_SOCKET (notify.go).
 	sd, err := newNotifier(os.Getenv, os.Getpid(), log)
@@ -79,7 +86,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	apiDone := make(chan struct{})
 	go func() {
 		defer close(apiDone)
-		if err := api.Serve(apiCtx, cfg.API, rt); err != nil {
+		if err := api.Serve(apiCtx, cfg.API, rt, hub); err != nil {
 			log.Error("local API failed", "listen", cfg.API.Listen, "err", err)
 		}
 	}()
