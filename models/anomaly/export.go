@@ -2,10 +2,10 @@ package anomaly
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/perch-edge/perch/models/card"
 	"github.com/perch-edge/perch/models/onnx"
+	"github.com/perch-edge/perch/models/quantize"
 )
 
 // Card returns the model card for d's model at precision (card.FP32 or card.Int8). Model and
@@ -98,7 +98,7 @@ func (d *Detector) onnx(precision string, form int) ([]byte, error) {
 			g.FloatInit(name, []int64{int64(rows), int64(cols)}, w)
 			return name
 		}
-		q, sc := quantizeColumns(w, rows, cols)
+		q, sc := quantize.Columns(w, rows, cols)
 		g.Initializers = append(g.Initializers,
 			onnx.Tensor{Name: name + "q", Type: onnx.Int8, Dims: []int64{int64(rows), int64(cols)}, Raw: q},
 			onnx.Tensor{Name: name + "z", Type: onnx.Int8, Dims: []int64{int64(cols)}, Raw: make([]byte, cols)})
@@ -159,26 +159,3 @@ func (d *Detector) onnx(precision string, form int) ([]byte, error) {
 
 // inputHeadroom is how far past the training range the quantised input reaches.
 const inputHeadroom = 2
-
-// quantizeColumns quantises the row-major rows×cols matrix w to int8, symmetric, one scale per
-// column.
-func quantizeColumns(w []float32, rows, cols int) (q []byte, scales []float32) {
-	q = make([]byte, rows*cols)
-	scales = make([]float32, cols)
-	for j := range cols {
-		var m float32
-		for i := range rows {
-			m = max(m, float32(math.Abs(float64(w[i*cols+j]))))
-		}
-		s := m / 127
-		if s == 0 {
-			s = 1
-		}
-		scales[j] = s
-		for i := range rows {
-			v := math.Round(float64(w[i*cols+j] / s))
-			q[i*cols+j] = byte(int8(max(-127, min(127, v))))
-		}
-	}
-	return q, scales
-}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/perch-edge/perch/models/card"
 	"github.com/perch-edge/perch/models/ort"
+	"github.com/perch-edge/perch/models/quantize"
 )
 
 // needORT skips when the ONNX Runtime library is absent (`make ort` fetches it).
@@ -84,7 +85,7 @@ func testRows(d *Detector, n int) [][]float32 {
 
 // dequantized is w (rows×cols) through int8 quantisation and back, as the int8 model sees it.
 func dequantized(w []float32, rows, cols int) []float32 {
-	q, sc := quantizeColumns(w, rows, cols)
+	q, sc := quantize.Columns(w, rows, cols)
 	out := make([]float32, len(w))
 	for i, v := range q {
 		out[i] = float32(int8(v)) * sc[i%cols]

@@ -24,6 +24,9 @@
 //	desc, err := c.Push(ctx, "127.0.0.1:5000/modules/threshold:1.2.0", artifact.Module, "build/modules/threshold.wasm")
 //	got, err := c.Pull(ctx, "127.0.0.1:5000/modules/threshold@"+desc.Digest.String(), "/var/lib/perch/staging")
 //
+// [Client.PushWith] also sets manifest annotations (a Wasm module's Perch manifest travels in one,
+// so the TUF target that pins the manifest covers it) and reports upload progress.
+//
 // Pull verifies every byte against its digest and size, writes each file as NAME.part, fsyncs it
 // and renames it into place; a NAME.part left by an interrupted pull is resumed with an HTTP range
 // request when the registry supports it (distribution does), and a file already in place with
@@ -127,6 +130,8 @@ type Pulled struct {
 	Manifest ocispec.Descriptor // the manifest's descriptor: its digest is the artifact's identity
 	Kind     Kind
 	Files    []string // paths of the files written, in layer order
+	// Annotations are the manifest's annotations (see [PushOptions.Annotations]); nil if none.
+	Annotations map[string]string
 }
 
 func (c *Client) repository(ref string) (*remote.Repository, registry.Reference, error) {
@@ -190,10 +195,40 @@ func layout(k Kind, files []string) ([]string, error) {
 	return nil, fmt.Errorf("%w %q", ErrUnknownKind, k)
 }
 
+// PushOptions are the optional parts of a push ([Client.PushWith]). The zero value is
+// [Client.Push]'s behaviour.
+type PushOptions struct {
+	// Annotations are set on the OCI manifest (so the manifest digest, and the TUF target that
+	// pins it, covers them). A Wasm module's Perch manifest travels this way, under the key
+	// runtime/update.ModuleManifestAnnotation. Keys must not be empty.
+	Annotations map[string]string
+	// Progress, if not nil, watches each blob upload.
+	Progress Progress
+}
+
+// Progress watches the blob uploads of a push. Push calls Begin before each blob it sends (not
+// for blobs the registry already has), reads the blob's bytes through the reader Begin returns,
+// and calls End with the upload's outcome. Calls come from the pushing goroutine, one blob at a
+// time.
+type Progress interface {
+	Begin(desc ocispec.Descriptor, r io.Reader) io.Reader
+	End(desc ocispec.Descriptor, err error)
+}
+
 // Push uploads files as an artifact of kind k and tags it with ref's tag (ref is
 // REGISTRY/REPOSITORY:TAG). Blobs the repository already has are not sent again. It returns the
 // manifest's descriptor.
 func (c *Client) Push(ctx context.Context, ref string, k Kind, files ...string) (ocispec.Descriptor, error) {
+	return c.PushWith(ctx, ref, k, PushOptions{}, files...)
+}
+
+// PushWith is [Client.Push] with options: manifest annotations and upload progress.
+func (c *Client) PushWith(ctx context.Context, ref string, k Kind, o PushOptions, files ...string) (ocispec.Descriptor, error) {
+	for key := range o.Annotations {
+		if key == "" {
+			return ocispec.Descriptor{}, fmt.Errorf("artifact: push %q: an annotation has an empty key", ref)
+		}
+	}
 	repo, r, err := c.repository(ref)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -215,8 +250,9 @@ func (c *Client) Push(ctx context.Context, ref string, k Kind, files ...string) 
 	}
 
 	m := ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageManifest,
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageManifest,
+		Annotations: o.Annotations,
 	}
 	var configBytes []byte
 	if k == Module {
@@ -230,13 +266,13 @@ func (c *Client) Push(ctx context.Context, ref string, k Kind, files ...string) 
 		m.Config = ocispec.DescriptorEmptyJSON
 		configBytes = ocispec.DescriptorEmptyJSON.Data
 	}
-	if err := pushBlob(ctx, repo, m.Config, func() (io.ReadCloser, error) {
+	if err := pushBlob(ctx, repo, m.Config, o.Progress, func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(configBytes)), nil
 	}); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("artifact: push config: %w", err)
 	}
 	for _, l := range layers {
-		if err := pushBlob(ctx, repo, l.desc, func() (io.ReadCloser, error) { return os.Open(l.path) }); err != nil {
+		if err := pushBlob(ctx, repo, l.desc, o.Progress, func() (io.ReadCloser, error) { return os.Open(l.path) }); err != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("artifact: push %s: %w", l.path, err)
 		}
 		m.Layers = append(m.Layers, l.desc)
@@ -273,7 +309,7 @@ func describe(path, mediaType string) (ocispec.Descriptor, error) {
 	}, nil
 }
 
-func pushBlob(ctx context.Context, repo *remote.Repository, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) error {
+func pushBlob(ctx context.Context, repo *remote.Repository, desc ocispec.Descriptor, p Progress, open func() (io.ReadCloser, error)) error {
 	if ok, err := repo.Exists(ctx, desc); err != nil {
 		return err
 	} else if ok {
@@ -284,5 +320,10 @@ func pushBlob(ctx context.Context, repo *remote.Repository, desc ocispec.Descrip
 		return err
 	}
 	defer rc.Close()
-	return repo.Push(ctx, desc, rc)
+	if p == nil {
+		return repo.Push(ctx, desc, rc)
+	}
+	err = repo.Push(ctx, desc, p.Begin(desc, rc))
+	p.End(desc, err)
+	return err
 }

@@ -67,7 +67,7 @@ func (c *Client) Pull(ctx context.Context, ref, dir string) (Pulled, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Pulled{}, fmt.Errorf("artifact: %w", err)
 	}
-	out := Pulled{Manifest: md, Kind: k}
+	out := Pulled{Manifest: md, Kind: k, Annotations: m.Annotations}
 	for i, l := range m.Layers {
 		path := filepath.Join(dir, names[i])
 		if err := fetchLayer(ctx, repo, l, path); err != nil {

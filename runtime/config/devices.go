@@ -77,6 +77,23 @@ func (s *DeviceSignals) all() []namedSignal {
 	}
 }
 
+// NamedSignal is a device's scripted signal with its configuration name.
+type NamedSignal struct {
+	Name   string
+	Signal *sim.Signal
+}
+
+// Named returns the signals that are set, in the order of [DeviceSignals]' fields.
+func (s *DeviceSignals) Named() []NamedSignal {
+	var out []NamedSignal
+	for _, ns := range s.all() {
+		if *ns.sig != nil {
+			out = append(out, NamedSignal{Name: ns.name, Signal: *ns.sig})
+		}
+	}
+	return out
+}
+
 // deviceSignals lists the signals each type uses.
 var deviceSignals = map[string][]string{
 	DeviceBME280:  {"temperature", "pressure", "humidity"},

@@ -1,31 +1,22 @@
 package update_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
+	"github.com/perch-edge/perch/registry/artifact"
 	"github.com/perch-edge/perch/registry/server"
 	"github.com/perch-edge/perch/registry/trust"
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/update"
 	"github.com/perch-edge/perch/sdk/perchtest"
-
-	"github.com/opencontainers/go-digest"
 )
 
 // registryFixture is a real registry on loopback with a TUF repository whose keys the test
@@ -72,72 +63,34 @@ func newRegistry(t *testing.T) *registryFixture {
 	return &registryFixture{t: t, url: srv.URL(), root: root, repo: repo}
 }
 
-// blob uploads data to repository repo (POST, then PUT with the digest) and returns its
-// descriptor.
-func (f *registryFixture) blob(repo, mediaType string, data []byte) ocispec.Descriptor {
+// push pushes files as an artifact of kind to OCI repository target (tag rN) with the
+// registry/artifact client, as perch push does, and signs a TUF target pinning its manifest.
+func (f *registryFixture) push(target string, kind artifact.Kind, version string, release uint64, annotations map[string]string, files ...string) {
 	f.t.Helper()
-	d := digest.FromBytes(data)
-	resp, err := http.Post(f.url+"/v2/"+repo+"/blobs/uploads/", "application/octet-stream", nil)
+	host := strings.TrimPrefix(f.url, "http://")
+	c := &artifact.Client{PlainHTTP: true}
+	desc, err := c.PushWith(context.Background(), fmt.Sprintf("%s/%s:r%d", host, target, release), kind,
+		artifact.PushOptions{Annotations: annotations}, files...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		f.t.Fatalf("upload: %s", resp.Status)
-	}
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	u, _ := url.Parse(f.url)
-	loc = u.ResolveReference(loc)
-	q := loc.Query()
-	q.Set("digest", d.String())
-	loc.RawQuery = q.Encode()
-	req, _ := http.NewRequest(http.MethodPut, loc.String(), bytes.NewReader(data))
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		f.t.Fatalf("upload %s: %s", d, resp.Status)
-	}
-	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}
-}
-
-// push pushes an artifact (one layer) and signs a TUF target for it.
-func (f *registryFixture) push(target, kind, version string, release uint64, mediaType string, data []byte, annotations map[string]string) {
-	f.t.Helper()
-	repo := target
-	cfg := f.blob(repo, "application/vnd.wasm.config.v0+json", []byte(`{"architecture":"wasm","os":"wasip1"}`))
-	layer := f.blob(repo, mediaType, data)
-	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{layer}, Annotations: annotations}
-	m.SchemaVersion = 2
-	raw, err := json.Marshal(m)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	d := digest.FromBytes(raw)
-	req, _ := http.NewRequest(http.MethodPut, f.url+"/v2/"+repo+"/manifests/"+d.String(), bytes.NewReader(raw))
-	req.Header.Set("Content-Type", ocispec.MediaTypeImageManifest)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		f.t.Fatalf("manifest: %s", resp.Status)
-	}
-	sum := sha256.Sum256(raw)
-	if err := f.repo.AddTarget(target, int64(len(raw)), trust.Hashes{"sha256": hex.EncodeToString(sum[:])},
-		trust.Custom{Kind: kind, Version: version, Hardware: []string{trust.HardwareAny}, Release: release, Repository: repo, Digest: d.String()}); err != nil {
+	if err := f.repo.AddTarget(target, desc.Size, trust.Hashes{"sha256": desc.Digest.Encoded()},
+		trust.Custom{Kind: string(kind), Version: version, Hardware: []string{trust.HardwareAny}, Release: release, Repository: target, Digest: desc.Digest.String()}); err != nil {
 		f.t.Fatal(err)
 	}
 	if err := f.repo.Publish(); err != nil {
 		f.t.Fatal(err)
 	}
+}
+
+// pushDeployment pushes a deployment document as release of target.
+func (f *registryFixture) pushDeployment(target string, release uint64, doc string) {
+	f.t.Helper()
+	path := filepath.Join(f.t.TempDir(), "deployment.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	f.push(target, artifact.Deployment, fmt.Sprint(release), release, nil, path)
 }
 
 // pushModule pushes build/modules/<file>.wasm as release of target, with its manifest's
@@ -160,7 +113,11 @@ func (f *registryFixture) pushModule(target, file, version string, release uint6
 		}
 	}
 	text = strings.Replace(text, "name: bad\n", "name: scale\n", 1)
-	f.push(target, trust.KindModule, version, release, "application/wasm", bin, map[string]string{update.ModuleManifestAnnotation: text})
+	path := filepath.Join(f.t.TempDir(), file+".wasm")
+	if err := os.WriteFile(path, bin, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	f.push(target, artifact.Module, version, release, map[string]string{update.ModuleManifestAnnotation: text}, path)
 }
 
 const pipeline = `site: test
@@ -248,8 +205,7 @@ func TestIntegrationAgent(t *testing.T) {
 		t.Skip("integration test: a registry, a runtime, Wasm modules")
 	}
 	reg := newRegistry(t)
-	reg.push("deployments/pumps", trust.KindDeployment, "1", 1, "application/vnd.perch.deployment.v1+yaml",
-		[]byte("name: pumps-1\ngroup: pumps\nstage: 100\nmodules:\n  - {module: f, target: modules/f}\n"), nil)
+	reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nmodules:\n  - {module: f, target: modules/f}\n")
 	reg.pushModule("modules/f", "scale", "0.2.0", 1)
 	dir := t.TempDir()
 	b := startBox(t, reg, dir, 500*time.Millisecond)
@@ -333,8 +289,7 @@ func TestIntegrationAgentStage(t *testing.T) {
 	if stage == 0 {
 		t.Skip("box-7 is in bucket 0: every stage takes it")
 	}
-	reg.push("deployments/pumps", trust.KindDeployment, "1", 1, "application/vnd.perch.deployment.v1+yaml",
-		[]byte(fmt.Sprintf("name: pumps-1\ngroup: pumps\nstage: %d\nmodules:\n  - {module: f, target: modules/f}\n", stage)), nil)
+	reg.pushDeployment("deployments/pumps", 1, fmt.Sprintf("name: pumps-1\ngroup: pumps\nstage: %d\nmodules:\n  - {module: f, target: modules/f}\n", stage))
 	reg.pushModule("modules/f", "scale", "0.2.0", 1)
 	b := startBox(t, reg, t.TempDir(), 200*time.Millisecond)
 	for range 2 {

@@ -35,7 +35,7 @@ func TestIntegrationPerchKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := strings.ReplaceAll(string(demo), "../../build/modules/", modules+"/")
+	text := strings.ReplaceAll(string(demo), "../../build/", filepath.Dir(modules)+"/")
 	text = strings.ReplaceAll(text, "../../var/perch.db", filepath.Join(dir, "perch.db"))
 	text += "\nuplink:\n  broker: " + b.URL() + "\n  heartbeat: 1s\n"
 	cfgPath := filepath.Join(dir, "perch.yaml")

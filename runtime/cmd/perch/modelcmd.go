@@ -14,15 +14,19 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/perch-edge/perch/hal/replay"
 	"github.com/perch-edge/perch/models/anomaly"
 	"github.com/perch-edge/perch/models/card"
 	"github.com/perch-edge/perch/models/evaluate"
+	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/store"
 )
 
 const modelUsage = `Usage:
-  perch model train (--csv FILE [--format skab|nab|perch] | --db FILE --source NAME [--series S])
+  perch model train (--csv FILE [--format skab|nab|perch] | --db FILE --source NAME [--series S] |
+                     --sim CONFIG --device NAME [--from D] [--duration D] [--every D])
                     [--features a,b,...] [--rows N] --name NAME [--out DIR] [--precision fp32|int8]
                     [--window N] [--smooth N] [--factor F]
   perch model quantize CARD.card.yaml [--out DIR]
@@ -41,6 +45,10 @@ func cmdModel(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdModelTrain(rest, stdout, stderr)
 	case "eval":
 		return cmdModelEval(ctx, rest, stdout, stderr)
+	case "quantize":
+		return cmdModelQuantize(rest, stdout, stderr)
+	case "inspect":
+		return cmdModelInspect(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, modelUsage)
 		return nil
@@ -60,6 +68,11 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	db := fs.String("db", "", "train on the readings of this recorder `file`")
 	source := fs.String("source", "", "with --db: the readings' `source` (a module or source name)")
 	series := fs.String("series", "", "with --db: only readings of this `series`")
+	simCfg := fs.String("sim", "", "train on the scripted signals of a simulated device in this `config`")
+	device := fs.String("device", "", "with --sim: the device's `name`")
+	from := fs.Duration("from", 0, "with --sim: the first sample's time since the simulation's start")
+	duration := fs.Duration("duration", time.Hour, "with --sim: how much simulated time to sample")
+	every := fs.Duration("every", 500*time.Millisecond, "with --sim: the sampling interval")
 	features := fs.String("features", "", "comma-separated `names` of the columns or fields to use (default: all)")
 	rows := fs.Int("rows", 0, "use only the first `N` rows (0: all)")
 	name := fs.String("name", "", "the model's `name` (NAME.onnx and NAME.card.yaml)")
@@ -72,8 +85,8 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *name == "" || (*csv == "") == (*db == "") {
-		return errors.New("perch model train: give --name and one of --csv or --db")
+	if n := btoi(*csv != "") + btoi(*db != "") + btoi(*simCfg != ""); *name == "" || n != 1 {
+		return errors.New("perch model train: give --name and one of --csv, --db or --sim")
 	}
 	var cols []string
 	if *features != "" {
@@ -84,10 +97,14 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 		desc string
 		err  error
 	)
-	if *csv != "" {
+	switch {
+	case *csv != "":
 		t, err = replay.ReadFile(*csv, replay.Format(*format), replay.ReadOptions{Columns: cols})
 		desc = filepath.Base(*csv)
-	} else {
+	case *simCfg != "":
+		t, err = simTable(*simCfg, *device, *from, *duration, *every)
+		desc = fmt.Sprintf("simulated %s of %s from %v for %v every %v", *device, filepath.Base(*simCfg), *from, *duration, *every)
+	default:
 		if *source == "" {
 			return errors.New("perch model train: --db needs --source")
 		}
@@ -132,6 +149,68 @@ func cmdModelTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "perch model train: %s (%s, %d features × window %d, %d training rows, threshold %.4g, %d bytes)\n",
 		path, c.Precision, len(c.Features), c.Window, len(data), c.Score.Threshold, len(model))
 	return nil
+}
+
+// simFields names the record fields a driver emits for a simulated device's signals, where
+// they differ from the signal names.
+var simFields = map[string]string{"temperature": "temperature_c", "pressure": "pressure_hpa", "humidity": "humidity_pct"}
+
+// simTable samples the scripted signals of the simulated device named device in the config at
+// path, every every from from for duration of simulated time (no waiting: signals are functions
+// of time).
+func simTable(path, device string, from, duration, every time.Duration) (*replay.Table, error) {
+	// Only the devices section is read: the rest of the config may name this very model.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cfg struct {
+		Devices []config.Device `yaml:"devices"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var d *config.Device
+	for i := range cfg.Devices {
+		if cfg.Devices[i].Name == device {
+			d = &cfg.Devices[i]
+		}
+	}
+	if d == nil || d.Backend != "sim" {
+		return nil, fmt.Errorf("%s: no simulated device %q", path, device)
+	}
+	sigs := d.Signals.Named()
+	for _, ns := range sigs {
+		if err := ns.Signal.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: device %q: signal %s: %w", path, device, ns.Name, err)
+		}
+	}
+	if len(sigs) == 0 || every <= 0 || duration < every {
+		return nil, fmt.Errorf("%s: device %q: nothing to sample (signals %d, every %v, duration %v)", path, device, len(sigs), every, duration)
+	}
+	t := &replay.Table{}
+	for _, s := range sigs {
+		name := s.Name
+		if f, ok := simFields[name]; ok {
+			name = f
+		}
+		t.Columns = append(t.Columns, name)
+	}
+	for at := from; at < from+duration; at += every {
+		r := replay.Row{TimeNS: int64(at), Values: make([]float64, len(sigs))}
+		for j, s := range sigs {
+			r.Values[j] = s.Signal.At(at)
+		}
+		t.Rows = append(t.Rows, r)
+	}
+	return t, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // readingsTable reads the readings of source (and series) from a recorder, the named fields
