@@ -52,6 +52,7 @@ type Config struct {
 	Sources []Source `yaml:"sources"` // southbound MQTT sources; see sources.go
 	Models  []Model  `yaml:"models"`  // ONNX model nodes; see models.go
 	API     API      `yaml:"api"`     // the local HTTP API; see api.go
+	Update  Update   `yaml:"update"`  // the update agent; see update.go
 
 	// File is the absolute path of the file the config was loaded from.
 	File string `yaml:"-"`
@@ -464,6 +465,7 @@ func (p *parser) validate(c *Config) {
 	}
 	p.uplink(c)
 	p.api(c)
+	p.update(c) // update.go
 
 	p.devices(c.Devices)
 	p.sources(c)

@@ -25,8 +25,9 @@
 //	                                      "source":...,"series":...,"fields":{},"tags":{}}
 //	status          retained: {"state":"online",...} on connect and every heartbeat (uptime,
 //	                version, outbox backlog, byte counters); the last will {"state":"offline"}
-//	cmd/<name>      commands in; answered on cmd/<name>/reply: ping, status, actuate (drive an
-//	                actuator allowed by uplink.commands.actuate: see command.go); others get an error
+//	cmd/<name>      commands in; answered on cmd/<name>/reply: ping, status, update (poll the
+//	                registry now), actuate (drive an actuator allowed by
+//	                uplink.commands.actuate: see command.go); others get an error
 //	state/desired   desired settings in (log_level); the outcome, retained, on state/reported
 //
 // # Usage
@@ -74,6 +75,9 @@ type Options struct {
 	// actuate command reaches an actuator (the runtime sets it to Runtime.Inject). Nil: the
 	// actuate command is refused.
 	Inject func(ctx context.Context, module string, batch []byte) error
+	// Nudge, if set, makes the update agent poll the registry now: the update command. Nil: the
+	// update command is refused (the box has no update agent).
+	Nudge func()
 
 	// newClient makes the MQTT client: the unit-test seam. Nil: paho.
 	newClient func(*paho.ClientOptions) client
@@ -546,9 +550,16 @@ func (u *Uplink) command(cl client, m paho.Message) {
 		if err != nil {
 			reply["error"] = err.Error()
 		}
+	case "update":
+		reply["ok"] = u.opts.Nudge != nil
+		if u.opts.Nudge != nil {
+			u.opts.Nudge()
+		} else {
+			reply["error"] = "this box has no update agent (no update section in its config)"
+		}
 	default:
 		reply["ok"] = false
-		reply["error"] = fmt.Sprintf("unknown command %q (known: ping, status, actuate)", name)
+		reply["error"] = fmt.Sprintf("unknown command %q (known: ping, status, actuate, update)", name)
 	}
 	js, _ := json.Marshal(reply)
 	cl.Publish(u.prefix+"cmd/"+name+"/reply", 1, false, js)

@@ -22,7 +22,7 @@ import (
 	"github.com/perch-edge/perch/sdk/perchtest"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // shared is a folder that lives as long as the test binary: the perch binary built once for the
 // tests that run it as a process, and the compilation cache every pipeline of this package
@@ -239,7 +239,7 @@ func TestValidateBad(t *testing.T) {
 // golden compares got with the golden file, or rewrites it under -update.
 func golden(t *testing.T, path, got string) {
 	t.Helper()
-	if *update {
+	if *updateGolden {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}

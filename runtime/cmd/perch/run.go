@@ -9,11 +9,13 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/api"
 	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/update"
 	"github.com/perch-edge/perch/runtime/uplink"
 	"github.com/perch-edge/perch/sdk/abi"
 )
@@ -40,8 +42,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// Modules the update agent installed and committed run in place of the config's binaries,
+	// once each is re-verified by its hash.
+	if err := update.ApplyInstalled(cfg, log); err != nil {
+		return err
+	}
+	var agent atomic.Pointer[update.Agent] // set below, once the runtime exists
 	opts := runtime.Options{Logger: log, Interpreter: *interp,
 		Uplink: uplink.Options{Version: Version, LogLevel: lv}}
+	if cfg.Update.Enabled() {
+		opts.Uplink.Nudge = func() {
+			if a := agent.Load(); a != nil {
+				a.Nudge()
+			}
+		}
+	}
 	// Every batch goes to the local API's live stream (which never blocks) and, unless --quiet,
 	// summaries and alerts to stdout.
 	hub := api.NewHub(api.HubOptions{})
@@ -91,6 +106,20 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	defer func() { stopAPI(); <-apiDone }()
+	if cfg.Update.Enabled() {
+		a, err := newAgent(cfg, rt, log)
+		if err != nil {
+			return err
+		}
+		agent.Store(a)
+		agentCtx, stopAgent := context.WithCancel(ctx)
+		agentDone := make(chan struct{})
+		go func() {
+			defer close(agentDone)
+			a.Run(agentCtx)
+		}()
+		defer func() { stopAgent(); <-agentDone }()
+	}
 	if *dur > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *dur)
@@ -104,6 +133,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintln(stdout, "perch: stopped; the recorder is at", cfg.Store.Path)
 	return nil
+}
+
+// newAgent makes the update agent of cfg's update section for rt.
+func newAgent(cfg *config.Config, rt *runtime.Runtime, log *slog.Logger) (*update.Agent, error) {
+	u := &cfg.Update
+	root, err := os.ReadFile(u.Root)
+	if err != nil {
+		return nil, fmt.Errorf("perch run: update.root: %w", err)
+	}
+	return update.New(update.Config{Device: cfg.Device, Group: u.Group, Hardware: u.Hardware, Registry: u.Registry,
+		Dir: u.Dir, Root: root, Poll: u.Poll.D(), HealthWindow: u.HealthWindow.D(),
+		Logger: log.With("component", "update")}, cfg, rt, rt.Store())
 }
 
 // printer prints summaries and alerts as they happen.

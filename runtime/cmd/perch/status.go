@@ -29,6 +29,7 @@ type Status struct {
 	Alerts   []AlertStatus  `json:"alerts"`  // the latest, newest first
 	Outbox   OutboxStatus   `json:"outbox"`
 	Bytes    BytesStatus    `json:"bytes"`
+	Updates  []UpdateStatus `json:"updates"` // the last step of every target the update agent saw
 }
 
 // RuntimeStatus is the runtime's lifecycle from its runtime.started and runtime.stopped events.
@@ -82,6 +83,17 @@ type AlertStatus struct {
 	Source   string    `json:"source"`
 	Series   string    `json:"series"`
 	Message  string    `json:"message,omitempty"`
+}
+
+// UpdateStatus is the update agent's last step for one registry target (view update_status).
+type UpdateStatus struct {
+	Target  string `json:"target"`
+	Kind    string `json:"kind"`
+	Version string `json:"version"`
+	Release int64  `json:"release"`
+	Step    string `json:"step"` // committed, rolled_back, failed, skipped, or a step in progress
+	Detail  string `json:"detail,omitempty"`
+	Time    string `json:"time"`
 }
 
 // OutboxStatus is what waits to go upstream.
@@ -323,6 +335,21 @@ func readStatus(ctx context.Context, db *sql.DB, now time.Time) (*Status, error)
 	if err != nil && err != sql.ErrNoRows {
 		return nil, err
 	}
+	// update_status exists from schema migration 3 on.
+	st.Updates = []UpdateStatus{}
+	if urows, err := db.QueryContext(ctx, `SELECT target, kind, version, release, step, detail, time FROM update_status`); err == nil {
+		defer urows.Close()
+		for urows.Next() {
+			var u UpdateStatus
+			if err := urows.Scan(&u.Target, &u.Kind, &u.Version, &u.Release, &u.Step, &u.Detail, &u.Time); err != nil {
+				return nil, err
+			}
+			st.Updates = append(st.Updates, u)
+		}
+		if err := urows.Err(); err != nil {
+			return nil, err
+		}
+	}
 	return st, nil
 }
 
@@ -408,6 +435,14 @@ func printStatus(w io.Writer, st *Status) error {
 		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\n", p.Priority, p.Rows, p.Bytes, oldest)
 	}
 	tw.Flush()
+	if len(st.Updates) > 0 {
+		fmt.Fprintf(&b, "\nupdates:\n")
+		fmt.Fprintln(tw, "  TARGET\tKIND\tVERSION\tRELEASE\tSTEP\tTIME\tDETAIL")
+		for _, u := range st.Updates {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", u.Target, u.Kind, u.Version, u.Release, u.Step, u.Time, oneLine(u.Detail))
+		}
+		tw.Flush()
+	}
 	// tabwriter pads empty last cells; drop the trailing blanks.
 	lines := strings.Split(b.String(), "\n")
 	for i, l := range lines {
