@@ -8,7 +8,7 @@ MODS  := $(BUILD)/modules
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the build and the tests need.
-DEB_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc-aarch64-linux-gnu libc6-dev-arm64-cross mosquitto
+DEB_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user mosquitto chromium
 
 # First-party Go guests: name -> package folder. The manifest sits beside each module's source.
 GO_GUESTS :=
@@ -16,7 +16,7 @@ GO_GUESTS :=
 TEST_GUESTS := hostile:runtime/testdata/hostile
 # C guests: name -> folder with wasm/NAME.c. The hot-path modules are in C: a Go guest pays a trip
 # to the host at nearly every branch (loop headers; see sdk/c/perch.h), 3 to 5 µs per record.
-C_GUESTS := scale:modules/filters/scale bme280:modules/drivers/bme280 window:modules/filters/window threshold:modules/rules/threshold adxl345:modules/drivers/adxl345 gpio:modules/drivers/gpio pms5003:modules/drivers/pms5003 replay:modules/drivers/replay relay:modules/actuators/relay probe:runtime/testdata/probe
+C_GUESTS := scale:modules/filters/scale bme280:modules/drivers/bme280 window:modules/filters/window threshold:modules/rules/threshold adxl345:modules/drivers/adxl345 gpio:modules/drivers/gpio pms5003:modules/drivers/pms5003 replay:modules/drivers/replay relay:modules/actuators/relay probe:runtime/testdata/probe badcrash:runtime/testdata/bad badhang:runtime/testdata/bad baderror:runtime/testdata/bad
 
 GUEST_GO_FLAGS := -buildmode=c-shared -trimpath
 # -mbulk-memory: a memcpy of a variable size is one memory.copy instruction, not wasi-libc's loops.
@@ -27,7 +27,7 @@ WASM_CFLAGS    := --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -s
 ORT_VERSION := 1.24.3
 ORT_CACHE   := .cache/ort
 
-.PHONY: help deps ort modules build demo test bench chaos check clean
+.PHONY: help deps ort modules build demo-model demo eval test bench chaos conformance check release release-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,15 +65,33 @@ modules: deps ## build every first-party Wasm module from source into build/modu
 build: ## build the perch binary into build/perch
 	$(GO) build -trimpath -o $(BUILD)/perch ./runtime/cmd/perch
 
-demo: modules build ## run the demo pipeline on a simulated BME280 for a minute, then print the recorder
+# The demo's anomaly model: fitted on an hour of the simulated BME280's normal signals (after
+# the scripted spike), sampled every 500 ms without waiting (signals are functions of time).
+DEMO_MODEL := $(BUILD)/models/env.card.yaml
+
+demo-model: build ## train the demo's anomaly model on the simulator's normal signals
+	$(BUILD)/perch model train --sim examples/demo/perch.yaml --device env0 --from 60s --duration 1h \
+	  --every 500ms --name env --out $(BUILD)/models
+
+demo: modules build ort demo-model ## run the demo pipeline on a simulated BME280 for a minute, then print the recorder
 	@mkdir -p var
 	$(BUILD)/perch run --config examples/demo/perch.yaml --for $${DEMO_FOR:-60s}
 	$(BUILD)/perch db --db var/perch.db
 
-test: modules ort ## run every test, integration tests included
+# The labelled datasets (NAB, SKAB) with their published baselines; SKAB is GPL-3.0: it is read in
+# place, never copied into anything we build.
+DATASETS ?= ../shared/datasets
+
+eval: modules build ort ## evaluate the default anomaly recipes on SKAB and NAB (DATASETS=dir), fp32 and int8, through the runtime
+	@set -e; for p in fp32 int8; do \
+	  $(BUILD)/perch model eval --protocol skab --data $(DATASETS)/skab/data --precision $$p --json; \
+	  $(BUILD)/perch model eval --protocol nab --data $(DATASETS)/nab --precision $$p --json; \
+	done
+
+test: modules ort demo-model ## run every test, integration tests included
 	$(GO) test -count=1 ./...
 
-bench: modules ort ## run the Go benchmarks (compare runs with benchstat)
+bench: modules ort demo-model ## run the Go benchmarks (compare runs with benchstat)
 	$(GO) test -run '^$$' -bench . -benchmem -count $${COUNT:-1} ./runtime/... ./modules/... ./sdk/... ./models/...
 
 # ~40 s here (2 cores): a 20 s broker outage, then 50 kills during the drain. By hand, make it
@@ -82,6 +100,19 @@ chaos: deps ## uplink chaos drill: broker down while alerts come, kill -9 during
 	PERCH_CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),50) PERCH_CHAOS_OUTAGE=$(or $(CHAOS_OUTAGE),20s) \
 	  $(GO) test -count=1 -run '^TestIntegrationChaos$$' -v -timeout 20m ./runtime/uplink/
 
+# The OCI distribution-spec conformance runner and the oras CLI, pinned, installed into .cache/bin
+# (outside our go.mod). registry/CONFORMANCE.md has the result and what is switched off.
+CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
+ORAS_VERSION        := v1.3.6
+TOOLS               := .cache/bin
+
+conformance: modules build ## OCI conformance suite and an oras push/pull against perch registry serve
+	@$(GO) version -m $(TOOLS)/conformance 2>/dev/null | grep -q '$(CONFORMANCE_VERSION)' || \
+	  GOBIN=$(CURDIR)/$(TOOLS) $(GO) install github.com/opencontainers/distribution-spec/conformance@$(CONFORMANCE_VERSION)
+	@$(GO) version -m $(TOOLS)/oras 2>/dev/null | grep -q 'oras.land/oras[[:space:]]*$(ORAS_VERSION)' || \
+	  GOBIN=$(CURDIR)/$(TOOLS) $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
+	registry/conformance.sh $(BUILD)/perch $(TOOLS)/conformance $(TOOLS)/oras $(MODS)/threshold.wasm $(BUILD)/conformance
+
 check: modules ## gofmt, vet, go mod tidy, cross-builds (linux/arm64 with cgo, wasip1 guests)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
@@ -89,6 +120,23 @@ check: modules ## gofmt, vet, go mod tidy, cross-builds (linux/arm64 with cgo, w
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
 	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -o $(BUILD)/perch-linux-arm64 ./runtime/cmd/perch
 	@echo "check: ok"
+
+# Releases: VERSION names the tarballs and is the binaries' main.Version; they ship every
+# first-party module but the tests' (those under testdata/).
+VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+RELEASE         := $(BUILD)/release
+RELEASE_MODULES := $(foreach g,$(GO_GUESTS) $(C_GUESTS),$(if $(findstring /testdata,$(g)),,$(firstword $(subst :, ,$(g)))))
+
+release: modules ort demo-model ## build/release/perch-VERSION-linux-{amd64,arm64}.tar.gz, reproducibly (VERSION=...)
+	GO=$(GO) MODS=$(MODS) MODULES="$(RELEASE_MODULES)" MODELS=$(BUILD)/models ORT_LIB_DIR=$(ORT_CACHE)/$(ORT_VERSION) \
+	  runtime/cmd/perch/release/release.sh $(VERSION) $(RELEASE)
+
+# Under qemu-aarch64: 30 to 80 s here after the release is built (2 loaded cores), 5 to 20 s of
+# it building the models/ort tests for arm64. RELEASE_CHECK_CONFIG=FILE also runs that config (a
+# model pipeline), RELEASE_CHECK_EXPECT=REGEXP is what its output or `perch db` must show.
+release-check: release ## run the arm64 release under qemu: version, validate, a demo run, inference
+	GO=$(GO) RELEASE_CHECK_CONFIG="$(RELEASE_CHECK_CONFIG)" RELEASE_CHECK_EXPECT="$(RELEASE_CHECK_EXPECT)" \
+	  runtime/cmd/perch/release/check.sh $(RELEASE)/perch-$(VERSION)-linux-arm64.tar.gz
 
 clean: ## remove build output and the demo database
 	rm -rf $(BUILD) var

@@ -32,13 +32,23 @@ func TestIntegrationDemo(t *testing.T) {
 	cfg.Store.Path = filepath.Join(dir, "perch.db")
 	cfg.Engine.CacheDir = filepath.Join(dir, "cache")
 
+	// Both the threshold rule (env-hot) and the anomaly model (env-anomaly) raise an alert for
+	// the spike.
 	raised := make(chan struct{})
-	var once sync.Once
+	var mu sync.Mutex
+	seen := map[string]bool{}
 	onRecords := func(module string, batch []byte) {
 		it := abi.Iter{Buf: batch}
 		for it.Next() {
 			if state, _ := it.Rec.Tag("state"); it.Rec.Kind == abi.KindAlert && string(state) == "raised" {
-				once.Do(func() { close(raised) })
+				mu.Lock()
+				if !seen[module] && (module == "env-hot" || module == "env-anomaly") {
+					seen[module] = true
+					if len(seen) == 2 {
+						close(raised)
+					}
+				}
+				mu.Unlock()
 			}
 		}
 	}

@@ -8,7 +8,8 @@
 // library is looked for, in order, at the explicit path given to [Init] (from the config), at
 // $PERCH_ORT_LIB, and at the cache path `make ort` fills,
 // .cache/ort/<Version>/linux-<arch>/libonnxruntime.so.1, under the working directory, the
-// executable's directory, or any of their parents; then beside the executable. An explicit path or
+// executable's directory, or any of their parents; then beside the executable, then in ../lib/
+// from it (a release bundle: bin/perch, lib/libonnxruntime.so.1). An explicit path or
 // $PERCH_ORT_LIB that does not exist is an error; there is no fallback past it. When the library is
 // missing the error wraps [ErrLibraryMissing] and names every place looked at: model nodes fail
 // with it, the rest of the runtime does not need the library.
@@ -132,7 +133,8 @@ func archDir() string {
 }
 
 // candidates lists the default places, without duplicates: the cache path under the working
-// directory, the executable's directory and their parents, then beside the executable.
+// directory, the executable's directory and their parents, then beside the executable and in
+// ../lib/ from it.
 func candidates() []string {
 	var roots []string
 	if wd, err := os.Getwd(); err == nil {
@@ -164,6 +166,7 @@ func candidates() []string {
 	}
 	if exeDir != "" {
 		add(filepath.Join(exeDir, LibName))
+		add(filepath.Join(exeDir, "..", "lib", LibName)) // a release: bin/perch, lib/
 	}
 	return out
 }

@@ -17,10 +17,11 @@ type jsonEncoder struct {
 }
 
 // fields returns the record's numeric fields as a JSON object, such as {"temperature_c":21.5}.
-// A repeated name keeps its first value, as [abi.Record.Field] does.
-func (e *jsonEncoder) fields(r *abi.Record) string {
+// A repeated name keeps its first value, as [abi.Record.Field] does. The bytes are the encoder's
+// buffer: valid until its next call.
+func (e *jsonEncoder) fields(r *abi.Record) []byte {
 	if r.NumFields() == 0 {
-		return "{}"
+		return emptyObject
 	}
 	e.begin()
 	r.Fields(func(name []byte, v float64) {
@@ -32,10 +33,11 @@ func (e *jsonEncoder) fields(r *abi.Record) string {
 }
 
 // tags returns the record's string tags as a JSON object, such as {"room":"lab"}. A repeated
-// key keeps its first value, as [abi.Record.Tag] does.
-func (e *jsonEncoder) tags(r *abi.Record) string {
+// key keeps its first value, as [abi.Record.Tag] does. The bytes are the encoder's buffer: valid
+// until its next call.
+func (e *jsonEncoder) tags(r *abi.Record) []byte {
 	if r.NumTags() == 0 {
-		return "{}"
+		return emptyObject
 	}
 	e.begin()
 	r.Tags(func(key, value []byte) {
@@ -67,11 +69,14 @@ func (e *jsonEncoder) member(name []byte) bool {
 	return true
 }
 
-func (e *jsonEncoder) end() string {
+func (e *jsonEncoder) end() []byte {
 	e.buf = append(e.buf, '}')
 	clear(e.seen) // the names point into a batch: do not keep it alive
-	return string(e.buf)
+	return e.buf
 }
+
+// emptyObject is the JSON of no fields or no tags; callers must not modify it.
+var emptyObject = []byte("{}")
 
 // appendJSONNumber appends v as a JSON number. JSON has no NaN nor infinities: NaN becomes
 // null, and ±Inf becomes ±9e999, which SQLite's JSON functions (and SQLite itself, when it

@@ -286,10 +286,11 @@ func (o *outboxStmts) close() {
 }
 
 // outboxInsertSQL returns the INSERT of n outbox rows. ?1 is created_ns, shared by every row;
-// row i binds priority, topic and payload, and bytes is the payload's length.
+// row i binds priority, topic and payload, and bytes is the payload's length. OR FAIL: no
+// statement journal, as for the recorder's tables (see rowsInsertSQL).
 func outboxInsertSQL(n int) string {
 	var b strings.Builder
-	b.WriteString("INSERT INTO outbox (priority, topic, payload, bytes, created_ns) VALUES ")
+	b.WriteString("INSERT OR FAIL INTO outbox (priority, topic, payload, bytes, created_ns) VALUES ")
 	for i := range n {
 		p := 2 + 3*i
 		if i > 0 {

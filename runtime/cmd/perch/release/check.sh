@@ -31,9 +31,14 @@ command -v qemu-aarch64 >/dev/null || fail "qemu-aarch64 missing (apt-get instal
 [ -f /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] ||
   fail "/usr/aarch64-linux-gnu has no arm64 dynamic loader (apt-get install libc6-arm64-cross, or make deps)"
 export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+unset PERCH_ORT_LIB # the binary must find its library itself
 
+root=$(pwd)
+tarball=$(realpath "$tarball")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# perch runs from the temp dir: from the checkout, it would find `make ort`'s cache, not lib/.
+cd "$tmp"
 tar -xzf "$tarball" -C "$tmp"
 name=$(basename "$tarball" .tar.gz)
 dir=$tmp/$name
@@ -75,18 +80,22 @@ n=$(grep -c '"temperature_c":' "$tmp/readings.out" || true)
 [ "$n" -ge 5 ] || { cat "$tmp/readings.out" >&2; fail "perch db shows $n readings, want at least 5 (10 s at 2 a second)"; }
 step "perch db: the alert and $n readings"
 if grep -q '^models:' "$dir/etc/check.yaml"; then
+  # The model node records the library it loaded in its model.started event.
+  perch db --db "$db" events > "$tmp/events.out" || fail "perch db events exited non-zero"
+  grep -q "\"library\":\"$dir/lib/libonnxruntime.so.1\"" "$tmp/events.out" ||
+    { cat "$tmp/events.out" "$tmp/run.err" >&2; fail "the model node did not load the bundle's lib/libonnxruntime.so.1"; }
   perch db --db "$db" scores > "$tmp/scores.out" || fail "perch db scores exited non-zero"
   n=$(grep -c '"score":' "$tmp/scores.out" || true)
   [ "$n" -ge 1 ] || { cat "$tmp/scores.out" "$tmp/run.err" >&2; fail "perch db shows no anomaly score"; }
-  step "perch db: $n anomaly scores"
+  step "perch db: $n anomaly scores (lib/libonnxruntime.so.1)"
 fi
 
 # Inference on the bundled arm64 library: the models/ort tests (the Go reference model against
 # ONNX Runtime's scores), built from this checkout. CI=1: a library that fails to load fails.
-CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=${CC_arm64:-aarch64-linux-gnu-gcc} \
-  "$GO" test -c -trimpath -o "$tmp/ort.test" ./models/ort || fail "building the models/ort tests for arm64 failed"
+(cd "$root" && CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=${CC_arm64:-aarch64-linux-gnu-gcc} \
+  "$GO" test -c -trimpath -o "$tmp/ort.test" ./models/ort) || fail "building the models/ort tests for arm64 failed"
 step "built models/ort tests for arm64"
-(cd models/ort && CI=1 PERCH_ORT_LIB=$dir/lib/libonnxruntime.so.1 qemu-aarch64 "$tmp/ort.test" \
+(cd "$root/models/ort" && CI=1 PERCH_ORT_LIB=$dir/lib/libonnxruntime.so.1 qemu-aarch64 "$tmp/ort.test" \
   -test.run '^(TestScoreMatchesGo|TestScoreErrors|TestSessionFromFileAndOutputN1)$' -test.v) > "$tmp/ort.out" 2>&1 ||
   { cat "$tmp/ort.out" >&2; fail "models/ort tests on the bundled library failed"; }
 grep -E '^(--- |ok|PASS)' "$tmp/ort.out"
@@ -94,7 +103,7 @@ grep -E '^(--- |ok|PASS)' "$tmp/ort.out"
 step "inference on lib/libonnxruntime.so.1"
 
 if [ -n "${RELEASE_CHECK_CONFIG:-}" ]; then
-  cfg=$RELEASE_CHECK_CONFIG
+  cfg=$(cd "$root" && realpath "$RELEASE_CHECK_CONFIG") || fail "RELEASE_CHECK_CONFIG=$RELEASE_CHECK_CONFIG does not exist"
   perch validate "$cfg" || fail "perch validate $cfg exited non-zero"
   perch run --config "$cfg" --for "${RELEASE_CHECK_FOR:-10s}" --api-listen 127.0.0.1:0 > "$tmp/cfg.out" 2> "$tmp/cfg.err" ||
     { cat "$tmp/cfg.out" "$tmp/cfg.err" >&2; fail "perch run --config $cfg exited non-zero"; }
