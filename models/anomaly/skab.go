@@ -1,17 +1,15 @@
 package anomaly
 
 import (
-	"bufio"
 	"fmt"
 	"io/fs"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/perch-edge/perch/models/card"
+	"github.com/perch-edge/perch/models/scoring"
 )
 
 // SKABTrainRows is the SKAB protocol's per-file training split: the first 400 rows.
@@ -19,63 +17,6 @@ const SKABTrainRows = 400
 
 // SKABGroups are the SKAB data folders that hold labelled experiments.
 var SKABGroups = []string{"valve1", "valve2", "other"}
-
-// SKABFile is one SKAB experiment: 8 sensor features per row and the per-row anomaly label.
-type SKABFile struct {
-	Path     string
-	Features []string
-	Rows     [][]float64
-	Anomaly  []bool
-}
-
-// ReadSKAB reads one SKAB experiment file (';'-separated, header datetime;<features...>;anomaly;
-// changepoint). Errors name the file and line.
-func ReadSKAB(path string) (*SKABFile, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("anomaly: skab: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	if !sc.Scan() {
-		return nil, fmt.Errorf("anomaly: skab: %s: no header", path)
-	}
-	head := strings.Split(strings.TrimSpace(sc.Text()), ";")
-	ia, ic := slices.Index(head, "anomaly"), slices.Index(head, "changepoint")
-	if len(head) < 4 || head[0] != "datetime" || ia != len(head)-2 || ic != len(head)-1 {
-		return nil, fmt.Errorf("anomaly: skab: %s: header %q: want datetime;<features>;anomaly;changepoint", path, sc.Text())
-	}
-	out := &SKABFile{Path: path, Features: head[1:ia]}
-	for line := 2; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" {
-			continue
-		}
-		cols := strings.Split(text, ";")
-		if len(cols) != len(head) {
-			return nil, fmt.Errorf("anomaly: skab: %s:%d: %d columns, header has %d", path, line, len(cols), len(head))
-		}
-		row := make([]float64, len(out.Features))
-		for j := range row {
-			v, err := strconv.ParseFloat(cols[1+j], 64)
-			if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, fmt.Errorf("anomaly: skab: %s:%d: column %s: %q is not a finite number", path, line, head[1+j], cols[1+j])
-			}
-			row[j] = v
-		}
-		a, err := strconv.ParseFloat(cols[ia], 64)
-		if err != nil || (a != 0 && a != 1) {
-			return nil, fmt.Errorf("anomaly: skab: %s:%d: anomaly %q is not 0 or 1", path, line, cols[ia])
-		}
-		out.Rows = append(out.Rows, row)
-		out.Anomaly = append(out.Anomaly, a == 1)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("anomaly: skab: %s: %w", path, err)
-	}
-	return out, nil
-}
 
 // SKABFiles lists the experiment files under dir/{valve1,valve2,other}, in a fixed order.
 func SKABFiles(dir string) ([]string, error) {
@@ -193,7 +134,7 @@ func EvaluateSKAB(dir string, opts Options, precision string, run Runner) (*SKAB
 	}
 	res := &SKABResult{}
 	for _, p := range paths {
-		f, err := ReadSKAB(p)
+		f, err := scoring.ReadSKAB(p)
 		if err != nil {
 			return nil, err
 		}
@@ -210,12 +151,12 @@ func EvaluateSKAB(dir string, opts Options, precision string, run Runner) (*SKAB
 	return res, nil
 }
 
-func evaluateFile(f *SKABFile, opts Options, precision string, run Runner) (FileResult, error) {
+func evaluateFile(f *scoring.Table, opts Options, precision string, run Runner) (FileResult, error) {
 	fr := FileResult{Path: f.Path}
-	if len(f.Rows) <= SKABTrainRows {
-		return fr, fmt.Errorf("%d rows: needs more than %d", len(f.Rows), SKABTrainRows)
+	if f.Len() <= SKABTrainRows || len(f.Anomaly) != f.Len() {
+		return fr, fmt.Errorf("%d labelled rows: needs more than %d", len(f.Anomaly), SKABTrainRows)
 	}
-	d, err := Fit(f.Rows[:SKABTrainRows], f.Features, opts)
+	d, err := Fit(f.Values[:SKABTrainRows], f.Columns, opts)
 	if err != nil {
 		return fr, err
 	}
@@ -227,7 +168,7 @@ func evaluateFile(f *SKABFile, opts Options, precision string, run Runner) (File
 	defer release()
 	feed, alarm := c.NewFeeder(), c.NewAlarm()
 	row := make([]float32, c.Inputs())
-	for i, s := range f.Rows {
+	for i, s := range f.Values {
 		feed.Push(s)
 		raw, err := score(feed.Row(row))
 		if err != nil {

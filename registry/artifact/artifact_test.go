@@ -18,30 +18,12 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/perch-edge/perch/registry/server"
+	"github.com/perch-edge/perch/registry/registrytest"
 )
 
 // startRegistry runs the embedded registry on a free loopback port until the test ends and
 // returns its host:port.
-func startRegistry(t *testing.T) string {
-	t.Helper()
-	s, err := server.New(server.Config{Root: t.TempDir(), Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			t.Error("registry did not stop")
-		}
-	})
-	return s.Addr()
-}
+func startRegistry(t *testing.T) string { return registrytest.Start(t).Addr }
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/perch-edge/perch/registry/artifact"
-	"github.com/perch-edge/perch/registry/server"
+	"github.com/perch-edge/perch/registry/registrytest"
 	"github.com/perch-edge/perch/registry/trust"
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/config"
@@ -30,37 +30,8 @@ type registryFixture struct {
 
 func newRegistry(t *testing.T) *registryFixture {
 	t.Helper()
-	dir := t.TempDir()
-	keys := filepath.Join(t.TempDir(), "keys")
-	res, err := trust.Init(keys, filepath.Join(dir, "tuf"), trust.InitOptions{RootKeys: 1, RootThreshold: 1, TargetsKeys: 1, TargetsThreshold: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := os.ReadFile(res.Root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv, err := trust.LoadKeyDir(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := trust.OpenRepo(filepath.Join(dir, "tuf"), priv, trust.RepoOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Root: dir, Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-	})
-	return &registryFixture{t: t, url: srv.URL(), root: root, repo: repo}
+	r := registrytest.Start(t)
+	return &registryFixture{t: t, url: r.URL, root: r.RootJSON, repo: r.Repo(t)}
 }
 
 // push pushes files as an artifact of kind to OCI repository target (tag rN) with the

@@ -16,7 +16,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/perch-edge/perch/registry/server"
+	"github.com/perch-edge/perch/registry/registrytest"
 	"github.com/perch-edge/perch/registry/trust"
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/config"
@@ -105,29 +105,8 @@ type operator struct {
 }
 
 func startOperatorRegistry(t *testing.T) operator {
-	t.Helper()
-	root := t.TempDir()
-	keys := filepath.Join(t.TempDir(), "keys")
-	if _, err := trust.Init(keys, filepath.Join(root, "tuf"), trust.InitOptions{RootKeys: 1, RootThreshold: 1, TargetsKeys: 1, TargetsThreshold: 1}); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Root: root, Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			t.Error("registry did not stop")
-		}
-		srv.Close()
-	})
-	return operator{url: srv.URL(), tuf: filepath.Join(root, "tuf"), keys: keys}
+	r := registrytest.Start(t)
+	return operator{url: r.URL, tuf: r.TUF, keys: r.Keys}
 }
 
 func (o operator) flags() []string {
