@@ -312,7 +312,9 @@ func TestIntegrationModuleNew(t *testing.T) {
 			for _, args := range [][]string{
 				{"test", "-count=1", "-v", "./..."},
 				{"vet", "./..."},
-				{"GOOS=wasip1", "GOARCH=wasm", "vet", "./..."},
+				// The module's code builds for wasip1 (its tests run on the host: they load the
+				// module into the runtime, which links ONNX Runtime through cgo).
+				{"GOOS=wasip1", "GOARCH=wasm", "build", "./..."},
 			} {
 				env := os.Environ()
 				for len(args) > 0 && strings.Contains(args[0], "=") {
