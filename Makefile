@@ -27,7 +27,7 @@ WASM_CFLAGS    := --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -s
 ORT_VERSION := 1.24.3
 ORT_CACHE   := .cache/ort
 
-.PHONY: help deps ort modules build demo-model demo eval test bench chaos conformance check release release-check clean
+.PHONY: help deps ort modules build demo-model demo eval skab-example test bench chaos conformance check release release-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,6 +87,13 @@ eval: modules build ort ## evaluate the default anomaly recipes on SKAB and NAB 
 	  $(BUILD)/perch model eval --protocol skab --data $(DATASETS)/skab/data --precision $$p --json; \
 	  $(BUILD)/perch model eval --protocol nab --data $(DATASETS)/nab --precision $$p --json; \
 	done
+
+skab-example: modules build ort ## replay a SKAB pump experiment through an anomaly model (DATASETS=dir); see examples/skab
+	@test -f $(DATASETS)/skab/data/valve1/0.csv || { echo "no SKAB data under $(DATASETS): set DATASETS"; exit 1; }
+	$(BUILD)/perch model train --csv $(DATASETS)/skab/data/valve1/0.csv --format skab --rows 400 --name skab --out $(BUILD)/models
+	@mkdir -p var && rm -f var/skab.db
+	$(BUILD)/perch run --config examples/skab/perch.yaml --for $${SKAB_FOR:-5s} --quiet
+	$(BUILD)/perch status --db var/skab.db
 
 test: modules ort demo-model ## run every test, integration tests included
 	$(GO) test -count=1 ./...
