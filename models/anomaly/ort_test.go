@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/perch-edge/perch/models/card"
 	"github.com/perch-edge/perch/models/ort"
@@ -302,4 +304,55 @@ func BenchmarkORT(b *testing.B) {
 			d.Score(x[0])
 		}
 	})
+}
+
+// BenchmarkORTLatency reports p50 and p99 of single-sample scoring calls in ONNX Runtime (each
+// call timed on its own) for the default recipe at the demo's shape (3 features × window 10)
+// and SKAB's (8 × 10), fp32 and int8.
+func BenchmarkORTLatency(b *testing.B) {
+	needORT(b)
+	rows8, feats := eightFeatures()
+	for _, nf := range []int{3, 8} {
+		rows := make([][]float64, len(rows8))
+		for i, r := range rows8 {
+			rows[i] = r[:nf]
+		}
+		d, err := Fit(rows, feats[:nf], DefaultOptions())
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := d.Card("bench", card.FP32)
+		f := c.NewFeeder()
+		for _, s := range rows[:c.Window] {
+			f.Push(s)
+		}
+		x := [][]float32{f.Row(make([]float32, c.Inputs()))}
+		for _, prec := range []string{card.FP32, card.Int8} {
+			b.Run(fmt.Sprintf("features=%d/%s", nf, prec), func(b *testing.B) {
+				model, err := d.ONNX(prec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := ort.NewSession(model, ort.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				dst := make([]float32, 1)
+				lat := make([]time.Duration, 0, 1<<20)
+				for b.Loop() {
+					t0 := time.Now()
+					if err := s.ScoreInto(dst, x); err != nil {
+						b.Fatal(err)
+					}
+					if len(lat) < cap(lat) {
+						lat = append(lat, time.Since(t0))
+					}
+				}
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+			})
+		}
+	}
 }

@@ -44,15 +44,27 @@ func WriteMetrics(w io.Writer, m runtime.Metrics, ob *store.OutboxStats) error {
 	mods("perch_queue_capacity", "gauge", "Batches a module's input queue holds.",
 		func(mm runtime.ModuleMetrics) float64 { return float64(mm.QueueCap) })
 
-	const h = "perch_guest_call_duration_seconds"
-	p.family(h, "histogram", "Guest call (poll or process) latency in seconds.")
+	p.family("perch_guest_call_duration_seconds", "histogram", "Guest call (poll or process) latency in seconds.")
 	for _, mm := range m.Modules {
-		for i, le := range mm.Calls.Bounds {
-			p.sample(h+"_bucket", []string{"module", mm.Name, "le", fmtFloat(le)}, float64(mm.Calls.Counts[i]))
-		}
-		p.sample(h+"_bucket", []string{"module", mm.Name, "le", "+Inf"}, float64(mm.Calls.Count))
-		p.sample(h+"_sum", []string{"module", mm.Name}, mm.Calls.Sum)
-		p.sample(h+"_count", []string{"module", mm.Name}, float64(mm.Calls.Count))
+		p.histogram("perch_guest_call_duration_seconds", "module", mm.Name, mm.Calls)
+	}
+
+	p.family("perch_model_inference_duration_seconds", "histogram",
+		"ONNX Runtime call latency in seconds (one run of up to a batch of rows), per model.")
+	for _, mm := range m.Models {
+		p.histogram("perch_model_inference_duration_seconds", "model", mm.Name, mm.Inference)
+	}
+	p.family("perch_model_samples_total", "counter", "Samples a model node scored.")
+	for _, mm := range m.Models {
+		p.sample("perch_model_samples_total", []string{"model", mm.Name}, float64(mm.Samples))
+	}
+	p.family("perch_model_alerts_total", "counter", "Alerts (raised and cleared) a model node emitted.")
+	for _, mm := range m.Models {
+		p.sample("perch_model_alerts_total", []string{"model", mm.Name}, float64(mm.Alerts))
+	}
+	p.family("perch_model_available", "gauge", "1 if the model is loaded and scoring.")
+	for _, mm := range m.Models {
+		p.sample("perch_model_available", []string{"model", mm.Name}, b2f(mm.Available))
 	}
 
 	p.family("perch_source_messages_total", "counter", "Messages a southbound source converted.")
@@ -81,6 +93,16 @@ func WriteMetrics(w io.Writer, m runtime.Metrics, ob *store.OutboxStats) error {
 		p.sample("perch_outbox_dropped_rows_total", nil, float64(ob.RowsDropped))
 	}
 	return p.err
+}
+
+// histogram writes the samples of one histogram h labelled key=value.
+func (p *promWriter) histogram(name, key, value string, h runtime.Histogram) {
+	for i, le := range h.Bounds {
+		p.sample(name+"_bucket", []string{key, value, "le", fmtFloat(le)}, float64(h.Counts[i]))
+	}
+	p.sample(name+"_bucket", []string{key, value, "le", "+Inf"}, float64(h.Count))
+	p.sample(name+"_sum", []string{key, value}, h.Sum)
+	p.sample(name+"_count", []string{key, value}, float64(h.Count))
 }
 
 // promWriter writes the text format, keeping the first error.
