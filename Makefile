@@ -62,8 +62,9 @@ modules: deps ## build every first-party Wasm module from source into build/modu
 	  echo "  $(MODS)/$$name.wasm  $$(stat -c %s $(MODS)/$$name.wasm) bytes"; \
 	done
 
-build: ## build the perch binary into build/perch
+build: ## build the perch binary (and perch-registry, which `perch registry serve` runs) into build/
 	$(GO) build -trimpath -o $(BUILD)/perch ./runtime/cmd/perch
+	$(GO) build -trimpath -o $(BUILD)/perch-registry ./runtime/cmd/perch-registry
 
 # The demo's anomaly model: fitted on an hour of the simulated BME280's normal signals (after
 # the scripted spike), sampled every 500 ms without waiting (signals are functions of time).

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,24 +167,4 @@ func (n *notifier) Close() error {
 		err = n.conn.Close()
 	})
 	return err
-}
-
-// logHandler returns the handler for perch run's logs: JSON lines when stderr is not a terminal
-// (journald, a file, a pipe: one parseable object a line), text when a person is watching.
-func logHandler(stderr io.Writer, level slog.Leveler) slog.Handler {
-	opts := &slog.HandlerOptions{Level: level}
-	if isTerminal(stderr) {
-		return slog.NewTextHandler(stderr, opts)
-	}
-	return slog.NewJSONHandler(stderr, opts)
-}
-
-// isTerminal reports whether w is a character device such as a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

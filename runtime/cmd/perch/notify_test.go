@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/perch-edge/perch/runtime/internal/logx"
 )
 
 func TestNotifyAddr(t *testing.T) {
@@ -180,7 +182,7 @@ func TestLogsJSONWhenStderrIsAFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if isTerminal(f) {
+	if logx.IsTerminal(f) {
 		t.Fatal("a file is a terminal")
 	}
 	var stdout strings.Builder

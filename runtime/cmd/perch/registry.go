@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
-
-	"github.com/perch-edge/perch/registry/server"
+	"syscall"
 )
 
 // registryCommand is one `perch registry` subcommand. To add one, append it to registryCommands.
@@ -57,39 +57,56 @@ func cmdRegistry(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return fmt.Errorf("perch registry: unknown subcommand %q", name)
 }
 
-// cmdRegistryServe runs the embedded OCI registry (and the TUF metadata beside it) until ctx is
-// done, then drains in-flight requests and returns.
+// RegistryBinaryEnv names the perch-registry binary `perch registry serve` runs; without it,
+// perch-registry beside this executable, then on $PATH.
+const RegistryBinaryEnv = "PERCH_REGISTRY_BIN"
+
+// cmdRegistryServe runs the registry server, the perch-registry binary (runtime/cmd/perch-registry;
+// `make build` builds it beside perch), with the same arguments and streams, until it exits or
+// ctx is done (then it is sent SIGTERM: it drains its requests and exits).
 func cmdRegistryServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("perch registry serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	root := fs.String("root", "", "the storage root `folder` (registry data in DIR/oci, TUF metadata in DIR/tuf)")
-	listen := fs.String("listen", server.DefaultAddr, "the listen `address` (port 0: a free port)")
-	cert := fs.String("tls-cert", "", "TLS certificate PEM `file` (with --tls-key: serve HTTPS)")
-	key := fs.String("tls-key", "", "TLS private key PEM `file`")
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	bin, err := registryBinary()
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("perch registry serve: unexpected argument %q", fs.Arg(0))
-	}
-	if *root == "" {
-		return errors.New("perch registry serve: --root is required")
-	}
-	var lv slog.LevelVar
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("perch registry serve: --log-level: %w", err)
-	}
-	log := slog.New(logHandler(stderr, &lv)).With("component", "registry")
-	srv, err := server.New(server.Config{Root: *root, Addr: *listen, TLSCert: *cert, TLSKey: *key, Logger: log})
-	if err != nil {
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("perch registry serve: %w", err)
 	}
-	defer srv.Close()
-	// One line on stdout once the port is bound, for scripts that start us on port 0.
-	fmt.Fprintf(stdout, "perch registry: serving %s (root %s)\n", srv.URL(), *root)
-	if err := srv.Serve(ctx); err != nil {
-		return fmt.Errorf("perch registry serve: %w", err)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		cmd.Process.Signal(syscall.SIGTERM)
+		err = <-done
 	}
-	return nil
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return fmt.Errorf("perch registry serve: exit status %d", ee.ExitCode())
+	}
+	return err
+}
+
+// registryBinary finds perch-registry: $PERCH_REGISTRY_BIN, beside this executable, or on $PATH.
+func registryBinary() (string, error) {
+	if p := os.Getenv(RegistryBinaryEnv); p != "" {
+		return p, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), "perch-registry"); isExecutable(p) {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("perch-registry"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("perch registry serve: no perch-registry binary beside perch, on $PATH or in $" + RegistryBinaryEnv +
+		" (make build builds it into build/)")
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/api"
 	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/internal/logx"
 	"github.com/perch-edge/perch/runtime/update"
 	"github.com/perch-edge/perch/runtime/uplink"
 	"github.com/perch-edge/perch/sdk/abi"
@@ -37,7 +38,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("perch run: --log-level: %w", err)
 	}
-	log := slog.New(logHandler(stderr, lv))
+	log := slog.New(logx.Handler(stderr, lv))
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
