@@ -215,19 +215,31 @@ func outbox(ctx context.Context, rt *runtime.Runtime) *store.OutboxStats {
 	return &s
 }
 
-// statusDoc is /api/v1/status.
-type statusDoc struct {
+// StatusDoc is /api/v1/status: what `perch status --api` prints.
+type StatusDoc struct {
 	Site          string                  `json:"site"`
 	Device        string                  `json:"device"`
 	Ready         bool                    `json:"ready"`
 	Started       *time.Time              `json:"started,omitempty"`
 	UptimeSeconds float64                 `json:"uptime_seconds"`
-	Modules       []moduleHealth          `json:"modules"`
+	Modules       []ModuleHealth          `json:"modules"`
 	Sources       []runtime.SourceMetrics `json:"sources"`
-	Outbox        *outboxDoc              `json:"outbox,omitempty"`
+	Outbox        *OutboxDoc              `json:"outbox,omitempty"`
+	Models        []ModelHealth           `json:"models"`
 }
 
-type moduleHealth struct {
+// ModelHealth is one model node's state in [StatusDoc].
+type ModelHealth struct {
+	Name      string `json:"name"`
+	Model     string `json:"model"` // the card's name and version
+	Available bool   `json:"available"`
+	Error     string `json:"error,omitempty"`
+	Samples   uint64 `json:"samples"`
+	Alerts    uint64 `json:"alerts"`
+}
+
+// ModuleHealth is one module's state in [StatusDoc].
+type ModuleHealth struct {
 	Name       string `json:"name"`
 	Kind       string `json:"kind"`
 	Health     string `json:"health"` // ok, restarted or quarantined
@@ -238,7 +250,8 @@ type moduleHealth struct {
 	QueueDepth int    `json:"queue_depth"`
 }
 
-type outboxDoc struct {
+// OutboxDoc is the uplink outbox in [StatusDoc].
+type OutboxDoc struct {
 	BytesIngested  int64            `json:"bytes_ingested"`
 	BytesPublished int64            `json:"bytes_published"`
 	Rows           int64            `json:"rows"`
@@ -246,14 +259,19 @@ type outboxDoc struct {
 	Backlog        map[string]int64 `json:"backlog_rows"`
 }
 
-func status(m runtime.Metrics, ob *store.OutboxStats) statusDoc {
-	d := statusDoc{Site: m.Site, Device: m.Device, Ready: m.Ready, Sources: m.Sources, Modules: []moduleHealth{}}
+func status(m runtime.Metrics, ob *store.OutboxStats) StatusDoc {
+	d := StatusDoc{Site: m.Site, Device: m.Device, Ready: m.Ready, Sources: m.Sources, Modules: []ModuleHealth{},
+		Models: []ModelHealth{}}
+	for _, mm := range m.Models {
+		d.Models = append(d.Models, ModelHealth{Name: mm.Name, Model: mm.Model, Available: mm.Available, Error: mm.Error,
+			Samples: mm.Samples, Alerts: mm.Alerts})
+	}
 	if m.Ready {
 		d.Started = &m.Started
 		d.UptimeSeconds = time.Since(m.Started).Seconds()
 	}
 	for _, mm := range m.Modules {
-		h := moduleHealth{Name: mm.Name, Kind: mm.Kind, Health: "ok", Restarts: mm.Restarts,
+		h := ModuleHealth{Name: mm.Name, Kind: mm.Kind, Health: "ok", Restarts: mm.Restarts,
 			RecordsIn: mm.RecordsIn, RecordsOut: mm.RecordsOut, QueueDepth: mm.QueueDepth}
 		for _, n := range mm.Faults {
 			h.Faults += n
@@ -267,7 +285,7 @@ func status(m runtime.Metrics, ob *store.OutboxStats) statusDoc {
 		d.Modules = append(d.Modules, h)
 	}
 	if ob != nil {
-		d.Outbox = &outboxDoc{BytesIngested: ob.BytesIngested, BytesPublished: ob.BytesPublished,
+		d.Outbox = &OutboxDoc{BytesIngested: ob.BytesIngested, BytesPublished: ob.BytesPublished,
 			Rows: ob.Rows, Bytes: ob.Bytes, Backlog: map[string]int64{}}
 		for _, b := range ob.Backlog {
 			d.Outbox.Backlog[b.Name] = b.Rows

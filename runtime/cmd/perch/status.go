@@ -7,11 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/perch-edge/perch/runtime/api"
 	"github.com/perch-edge/perch/runtime/store"
 )
 
@@ -125,12 +127,17 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("perch status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("db", "/var/lib/perch/perch.db", "the recorder `file`")
+	apiURL := fs.String("api", "", "ask a running instance at this `URL` (such as http://127.0.0.1:8686) instead of reading the recorder")
+	token := fs.String("token", "", "the API's bearer `token`, if it has one")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("perch status: unexpected arguments %q", fs.Args())
+	}
+	if *apiURL != "" {
+		return statusFromAPI(ctx, *apiURL, *token, *asJSON, stdout)
 	}
 	db, err := store.OpenReadOnly(*path)
 	if err != nil {
@@ -459,4 +466,66 @@ func uptime(s float64) string {
 
 func oneLine(s string) string {
 	return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", " ").Replace(s)
+}
+
+// statusFromAPI prints the status a running instance serves on /api/v1/status.
+func statusFromAPI(ctx context.Context, base, token string, asJSON bool, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/api/v1/status", nil)
+	if err != nil {
+		return fmt.Errorf("perch status: --api: %w", err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("perch status: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("perch status: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("perch status: %s: %s: %s", req.URL, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var d api.StatusDoc
+	if err := json.Unmarshal(body, &d); err != nil {
+		return fmt.Errorf("perch status: %s: %w", req.URL, err)
+	}
+	if asJSON {
+		_, err := stdout.Write(append(body, '\n'))
+		return err
+	}
+	var b strings.Builder
+	state := "starting"
+	if d.Ready {
+		state = "running"
+	}
+	fmt.Fprintf(&b, "perch %s/%s: %s, up %s (from %s)\n\n", d.Site, d.Device, state, uptime(d.UptimeSeconds), base)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  MODULE\tKIND\tHEALTH\tIN\tOUT\tFAULTS\tRESTARTS\tQUEUE")
+	for _, m := range d.Modules {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", m.Name, m.Kind, m.Health, m.RecordsIn, m.RecordsOut, m.Faults, m.Restarts, m.QueueDepth)
+	}
+	tw.Flush()
+	if len(d.Models) > 0 {
+		fmt.Fprintln(&b)
+		fmt.Fprintln(tw, "  MODEL\tCARD\tAVAILABLE\tSAMPLES\tALERTS\tERROR")
+		for _, m := range d.Models {
+			fmt.Fprintf(tw, "  %s\t%s\t%v\t%d\t%d\t%s\n", m.Name, m.Model, m.Available, m.Samples, m.Alerts, oneLine(m.Error))
+		}
+		tw.Flush()
+	}
+	if o := d.Outbox; o != nil {
+		fmt.Fprintf(&b, "\noutbox: %d rows, %d bytes; bytes in %d, published %d\n", o.Rows, o.Bytes, o.BytesIngested, o.BytesPublished)
+	}
+	lines := strings.Split(b.String(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	_, err = io.WriteString(stdout, strings.Join(lines, "\n"))
+	return err
 }
