@@ -13,6 +13,8 @@ import (
 
 	"github.com/perch-edge/perch/models/card"
 	"github.com/perch-edge/perch/models/ort"
+	"github.com/perch-edge/perch/runtime/store"
+	"github.com/perch-edge/perch/sdk/abi"
 	"github.com/perch-edge/perch/sdk/perchtest"
 )
 
@@ -97,5 +99,46 @@ func TestModelEvalJSON(t *testing.T) {
 	}
 	if f1 := got["f1"].(float64); f1 < 0.75 {
 		t.Errorf("f1 %v", f1)
+	}
+}
+
+// TestModelTrainRecorder trains on the readings a recorder holds (one source's fields), as an
+// operator would on a box's own history.
+func TestModelTrainRecorder(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "perch.db")
+	st, err := store.Open(context.Background(), store.Options{Path: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []byte
+	for i := range 500 {
+		batch = abi.Append(batch, abi.KindReading, int64(i+1)*1e9, "env", "environment",
+			[]abi.Field{{Name: "temperature_c", Value: 22 + math.Sin(float64(i)/10)}, {Name: "humidity_pct", Value: 45 + math.Cos(float64(i)/7)}}, nil)
+		if i%100 == 99 {
+			if err := st.Write(batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"model", "train", "--db", db, "--source", "env", "--series", "environment",
+		"--name", "env", "--out", dir}, &stdout, &stderr); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	c, err := card.Load(filepath.Join(dir, "env.card.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Training.Rows != 500 || strings.Join(c.Features, ",") != "humidity_pct,temperature_c" {
+		t.Errorf("card: %d rows, features %q", c.Training.Rows, c.Features)
+	}
+	if err := run(context.Background(), []string{"model", "train", "--db", db, "--source", "nobody", "--name", "x", "--out", dir}, &stdout, &stderr); err == nil ||
+		!strings.Contains(err.Error(), `no readings of source "nobody"`) {
+		t.Errorf("an unknown source: %v", err)
 	}
 }
