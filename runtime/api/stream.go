@@ -12,9 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/perch-edge/perch/runtime"
+	"github.com/perch-edge/perch/runtime/internal/jsonx"
 	"github.com/perch-edge/perch/sdk/abi"
 )
 
@@ -399,15 +399,15 @@ func appendRecordJSON(b []byte, module string, r *abi.Record) []byte {
 	b = append(b, `{"kind":"`...)
 	b = append(b, r.Kind.String()...)
 	b = append(b, `","module":`...)
-	b = appendJSONString(b, module)
+	b = jsonx.AppendString(b, module)
 	b = append(b, `,"time":"`...)
 	b = time.Unix(0, r.TimeNS).UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","time_ms":`...)
 	b = strconv.AppendFloat(b, float64(r.TimeNS)/1e6, 'f', 3, 64)
 	b = append(b, `,"source":`...)
-	b = appendJSONString(b, r.Source)
+	b = jsonx.AppendString(b, r.Source)
 	b = append(b, `,"series":`...)
-	b = appendJSONString(b, r.Series)
+	b = jsonx.AppendString(b, r.Series)
 	b = append(b, `,"fields":{`...)
 	first := true
 	r.Fields(func(name []byte, v float64) {
@@ -415,7 +415,7 @@ func appendRecordJSON(b []byte, module string, r *abi.Record) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendJSONString(b, name)
+		b = jsonx.AppendString(b, name)
 		b = append(b, ':')
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			b = append(b, "null"...)
@@ -430,52 +430,11 @@ func appendRecordJSON(b []byte, module string, r *abi.Record) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendJSONString(b, k)
+		b = jsonx.AppendString(b, k)
 		b = append(b, ':')
-		b = appendJSONString(b, v)
+		b = jsonx.AppendString(b, v)
 	})
 	return append(b, "}}"...)
-}
-
-// appendJSONString appends s as a JSON string. Bytes that are not UTF-8 become U+FFFD, as
-// encoding/json does; control characters and U+2028/U+2029 are escaped.
-func appendJSONString[S string | []byte](b []byte, s S) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c == '\n':
-				b = append(b, '\\', 'n')
-			case c == '\r':
-				b = append(b, '\\', 'r')
-			case c == '\t':
-				b = append(b, '\\', 't')
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		var tmp [utf8.UTFMax]byte
-		rn, size := utf8.DecodeRune(tmp[:copy(tmp[:], s[i:])])
-		switch {
-		case rn == utf8.RuneError && size == 1:
-			b = append(b, `\ufffd`...)
-		case rn == '\u2028' || rn == '\u2029':
-			b = append(b, `\u202`...)
-			b = append(b, hex[rn&0xf])
-		default:
-			b = append(b, tmp[:size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
 }
 
 // writeStreamMetrics writes the hub's counters in the Prometheus text format.

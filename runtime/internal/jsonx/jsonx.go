@@ -19,8 +19,10 @@ func AppendFinite(dst []byte, v float64) []byte {
 	return strconv.AppendFloat(dst, v, format, -1, 64)
 }
 
-// AppendString appends s as a JSON string. Bytes that are not UTF-8 become U+FFFD.
-func AppendString(dst, s []byte) []byte {
+// AppendString appends s as a JSON string. Bytes that are not UTF-8 become U+FFFD, as
+// encoding/json does; control characters and U+2028/U+2029 (line breaks to JavaScript) are
+// escaped.
+func AppendString[S string | []byte](dst []byte, s S) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	for i := 0; i < len(s); {
@@ -43,11 +45,16 @@ func AppendString(dst, s []byte) []byte {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
+		var tmp [utf8.UTFMax]byte
+		r, size := utf8.DecodeRune(tmp[:copy(tmp[:], s[i:])])
+		switch {
+		case r == utf8.RuneError && size == 1:
 			dst = append(dst, `\ufffd`...)
-		} else {
-			dst = append(dst, s[i:i+size]...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, `\u202`...)
+			dst = append(dst, hex[r&0xf])
+		default:
+			dst = append(dst, tmp[:size]...)
 		}
 		i += size
 	}
