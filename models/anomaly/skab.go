@@ -109,15 +109,6 @@ type SKABResult struct {
 	Files []FileResult
 }
 
-// Evaluation is r as a card evaluation entry (protocol skab; metrics f1, far and mar as
-// fractions, and the pooled counts).
-func (r *SKABResult) Evaluation(data string) card.Evaluation {
-	return card.Evaluation{Protocol: "skab", Data: data, Metrics: map[string]float64{
-		"f1": r.F1(), "far": r.FAR(), "mar": r.MAR(), "files": float64(len(r.Files)),
-		"tp": float64(r.TP), "fp": float64(r.FP), "tn": float64(r.TN), "fn": float64(r.FN),
-	}}
-}
-
 // EvaluateSKAB runs the SKAB outlier-detection protocol on every experiment under
 // dir/{valve1,valve2,other}: per file, Fit on its first [SKABTrainRows] rows with opts, then feed
 // every row in order through the card's Feeder, run's score and the card's Alarm, causally, one

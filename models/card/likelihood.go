@@ -220,8 +220,3 @@ func (l *Likelihood) Step(sample []float64, raw float64) float64 {
 	}
 	return score
 }
-
-// Reset forgets every sample.
-func (l *Likelihood) Reset() {
-	*l = Likelihood{o: l.o, short: l.short, hist: l.hist, lastRed: -1, lo: l.lo, hi: l.hi}
-}

@@ -51,7 +51,6 @@ func (f *Feeder) Row(dst []float32) []float32 {
 	return dst
 }
 
-// Reset forgets every sample.
 func (f *Feeder) Reset() { f.seen = 0 }
 
 // Alarm applies a card's Score rules to raw scores, one at a time: it smooths them, raises after
@@ -103,7 +102,6 @@ func (a *Alarm) Step(raw float64) (smoothed float64, active, changed bool) {
 	return smoothed, a.active, changed
 }
 
-// Active reports whether the alarm is raised.
 func (a *Alarm) Active() bool { return a.active }
 
 // NewLikelihood returns the Likelihood of c's score section, or nil when it has none.

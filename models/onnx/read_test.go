@@ -4,53 +4,22 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/perch-edge/perch/models/anomaly"
 	"github.com/perch-edge/perch/models/card"
+	"github.com/perch-edge/perch/models/internal/modeltest"
 	"github.com/perch-edge/perch/models/onnx"
 	"google.golang.org/protobuf/encoding/protowire"
 )
-
-// correlated returns n samples of f features driven by two latent factors plus noise.
-func correlated(seed uint64, n, f int) ([][]float64, []string) {
-	r := rand.New(rand.NewPCG(seed, 7))
-	rows := make([][]float64, n)
-	var a, b float64
-	for i := range rows {
-		a = 0.9*a + r.NormFloat64()
-		b = 0.5*b + r.NormFloat64()
-		rows[i] = make([]float64, f)
-		for j := range f {
-			rows[i][j] = float64(10*j) + float64(j%3)*a - float64(j%2)*b + 0.1*r.NormFloat64()
-		}
-	}
-	names := make([]string, f)
-	for j := range names {
-		names[j] = fmt.Sprintf("f%d", j)
-	}
-	return rows, names
-}
 
 // exported returns every graph models/anomaly writes for a few detectors: PCA and autoencoder,
 // with and without the square root, fp32 and int8.
 func exported(t *testing.T) map[string][]byte {
 	t.Helper()
-	rows, names := correlated(1, 400, 5)
 	out := map[string][]byte{}
-	for _, o := range []anomaly.Options{
-		{Window: 1},
-		{Window: 3, Sqrt: true},
-		{Detector: anomaly.KindAE, Window: 2, Hidden: 4, Epochs: 20},
-		{Detector: anomaly.KindAE, Window: 2, Hidden: 3, Epochs: 20, Sqrt: true},
-	} {
-		d, err := anomaly.Fit(rows, names, o)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, d := range modeltest.Detectors(t) {
 		for _, p := range []string{card.FP32, card.Int8} {
 			b, err := d.ONNX(p)
 			if err != nil {

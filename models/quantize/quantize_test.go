@@ -12,30 +12,11 @@ import (
 
 	"github.com/perch-edge/perch/models/anomaly"
 	"github.com/perch-edge/perch/models/card"
+	"github.com/perch-edge/perch/models/internal/modeltest"
 	"github.com/perch-edge/perch/models/onnx"
 	"github.com/perch-edge/perch/models/ort"
 	"github.com/perch-edge/perch/models/quantize"
 )
-
-// correlated returns n samples of f features driven by two latent factors plus noise.
-func correlated(seed uint64, n, f int) ([][]float64, []string) {
-	r := rand.New(rand.NewPCG(seed, 7))
-	rows := make([][]float64, n)
-	var a, b float64
-	for i := range rows {
-		a = 0.9*a + r.NormFloat64()
-		b = 0.5*b + r.NormFloat64()
-		rows[i] = make([]float64, f)
-		for j := range f {
-			rows[i][j] = float64(10*j) + float64(j%3)*a - float64(j%2)*b + 0.1*r.NormFloat64()
-		}
-	}
-	names := make([]string, f)
-	for j := range names {
-		names[j] = fmt.Sprintf("f%d", j)
-	}
-	return rows, names
-}
 
 func TestColumns(t *testing.T) {
 	// Columns: [1, 0.25] (scale 1/127), [-1, 4] (scale 4/127), [0, 0] (scale 1).
@@ -51,17 +32,7 @@ func TestColumns(t *testing.T) {
 // TestQuantizeMatchesExport quantises every fp32 model models/anomaly exports and checks the
 // result is byte for byte the int8 model it exports for the same detector.
 func TestQuantizeMatchesExport(t *testing.T) {
-	rows, names := correlated(1, 400, 5)
-	for _, o := range []anomaly.Options{
-		{Window: 1},
-		{Window: 3, Sqrt: true},
-		{Detector: anomaly.KindAE, Window: 2, Hidden: 4, Epochs: 20},
-		{Detector: anomaly.KindAE, Window: 2, Hidden: 3, Epochs: 20, Sqrt: true},
-	} {
-		d, err := anomaly.Fit(rows, names, o)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, d := range modeltest.Detectors(t) {
 		t.Run(fmt.Sprintf("%s/window=%d/sqrt=%v", d.Kind, d.Window, d.Sqrt), func(t *testing.T) {
 			fp, err := d.ONNX(card.FP32)
 			if err != nil {
@@ -119,7 +90,7 @@ func ops(m *onnx.Model) []string {
 // TestQuantizeSize: the default recipe's shape (8 features, window 10, like SKAB) quantises to at
 // most a third of the fp32 bytes.
 func TestQuantizeSize(t *testing.T) {
-	rows, names := correlated(2, 600, 8)
+	rows, names := modeltest.Correlated(2, 600, 8)
 	d, err := anomaly.Fit(rows, names, anomaly.DefaultOptions())
 	if err != nil {
 		t.Fatal(err)

@@ -37,8 +37,6 @@ var ErrDigest = errors.New("update: digest mismatch")
 // different destinations.
 type Fetcher struct {
 	Client *http.Client
-	// Header is added to every request (such as an Authorization header).
-	Header http.Header
 	// Chunk is the most bytes one request asks for; a cut costs at most the unwritten rest of
 	// the chunk in flight.
 	Chunk int64
@@ -162,9 +160,6 @@ func (f *Fetcher) fetchRange(ctx context.Context, url string, from, to int64, fi
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, permanentError{err}
-	}
-	for k, v := range f.Header {
-		req.Header[k] = v
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, to))
 	client := f.Client

@@ -274,10 +274,10 @@ type updatingBox struct {
 	agent *perchupdate.Agent
 }
 
-func startUpdatingBox(t *testing.T, op operator) *updatingBox {
-	t.Helper()
-	dir := t.TempDir()
-	cfgText := fmt.Sprintf(`site: test
+// updatingBoxConfig is the pipeline of an updating box with its recorder in dir: a simulated
+// BME280 read by module env, into module f (the scale filter), which deployments update.
+func updatingBoxConfig(t *testing.T, dir string) string {
+	return fmt.Sprintf(`site: test
 device: box-7
 store: {path: %q}
 engine: {cache_dir: %q}
@@ -295,6 +295,12 @@ modules:
     inputs: [env]
     config: {factor: 1}
 `, filepath.Join(dir, "perch.db"), filepath.Join(shared, "cache"), perchtest.Built(t, "bme280"), perchtest.Built(t, "scale"))
+}
+
+func startUpdatingBox(t *testing.T, op operator) *updatingBox {
+	t.Helper()
+	dir := t.TempDir()
+	cfgText := updatingBoxConfig(t, dir)
 	cfg, err := config.Parse(filepath.Join(dir, "perch.yaml"), []byte(cfgText))
 	if err != nil {
 		t.Fatal(err)

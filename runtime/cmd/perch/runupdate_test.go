@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/perch-edge/perch/sdk/perchtest"
 )
 
 // TestIntegrationRunUpdates: `perch run` with an update section polls the registry at start,
@@ -34,30 +32,12 @@ func TestIntegrationRunUpdates(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "perch.yaml")
-	text := fmt.Sprintf(`site: test
-device: box-7
-store: {path: %q}
-engine: {cache_dir: %q}
-devices:
-  - {name: env0, backend: sim, type: bme280, bus: 1, address: 0x76}
-modules:
-  - name: env
-    wasm: %q
-    poll: 50ms
-    grants:
-      i2c: [{bus: 1, address: 0x76}]
-    config: {bus: 1, address: 0x76}
-  - name: f
-    wasm: %q
-    inputs: [env]
-    config: {factor: 1}
-update:
+	text := updatingBoxConfig(t, dir) + fmt.Sprintf(`update:
   registry: %s
   root: %q
   group: pumps
   health_window: 500ms
-`, filepath.Join(dir, "perch.db"), filepath.Join(shared, "cache"), perchtest.Built(t, "bme280"), perchtest.Built(t, "scale"),
-		op.url, filepath.Join(op.tuf, "1.root.json"))
+`, op.url, filepath.Join(op.tuf, "1.root.json"))
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
