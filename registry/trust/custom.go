@@ -18,10 +18,11 @@ const (
 	KindModel      = "model"
 	KindDeployment = "deployment"
 	KindFirmware   = "firmware"
+	KindRuntime    = "runtime" // the perch binary itself, installed into A/B slots
 )
 
 // kinds lists the valid [Custom.Kind] values.
-var kinds = []string{KindModule, KindModel, KindDeployment, KindFirmware}
+var kinds = []string{KindModule, KindModel, KindDeployment, KindFirmware, KindRuntime}
 
 // HardwareAny in [Custom.Hardware] marks an artifact that runs on any hardware (a deployment
 // document, a Wasm module).
@@ -30,7 +31,7 @@ const HardwareAny = "any"
 // Custom is Perch's metadata in the custom field of a TUF target. It is signed with the
 // targets metadata, so a client can trust every field once [Client.Refresh] succeeded.
 type Custom struct {
-	// Kind is module, model, deployment or firmware.
+	// Kind is module, model, deployment, firmware or runtime.
 	Kind string `json:"kind"`
 	// Version is the artifact's human version, such as "1.4.2". Ordering uses Release, not this.
 	Version string `json:"version"`

@@ -20,16 +20,32 @@ import (
 //	modules:
 //	  - module: f                   # a module of the device's config
 //	    target: modules/scale       # the TUF target that replaces its binary
+//	models:
+//	  - model: env-anomaly          # a model of the device's config (models:)
+//	    target: models/env          # the TUF target (kind model) that replaces its artifact
+//	firmware: firmware/rpi4         # a TUF target (kind firmware): the image for the A/B slots
+//	runtime: runtime/perch-arm64    # a TUF target (kind runtime): the perch binary itself
+//
+// A deployment names at least one of them.
 type Deployment struct {
-	Name    string             `yaml:"name"`
-	Group   string             `yaml:"group"`
-	Stage   int                `yaml:"stage"`
-	Modules []DeploymentModule `yaml:"modules"`
+	Name     string             `yaml:"name"`
+	Group    string             `yaml:"group"`
+	Stage    int                `yaml:"stage"`
+	Modules  []DeploymentModule `yaml:"modules"`
+	Models   []DeploymentModel  `yaml:"models"`
+	Firmware string             `yaml:"firmware"`
+	Runtime  string             `yaml:"runtime"`
 }
 
 // DeploymentModule names the target a module of the device's config takes.
 type DeploymentModule struct {
 	Module string `yaml:"module"`
+	Target string `yaml:"target"`
+}
+
+// DeploymentModel names the target a model of the device's config takes.
+type DeploymentModel struct {
+	Model  string `yaml:"model"`
 	Target string `yaml:"target"`
 }
 
@@ -57,8 +73,8 @@ func ParseDeployment(data []byte) (*Deployment, error) {
 	if d.Stage < 1 || d.Stage > 100 {
 		bad("stage", "want a percentage from 1 to 100, got %d", d.Stage)
 	}
-	if len(d.Modules) == 0 {
-		bad("modules", "at least one")
+	if len(d.Modules) == 0 && len(d.Models) == 0 && d.Firmware == "" && d.Runtime == "" {
+		bad("modules", "a deployment names at least one module, model, firmware or runtime")
 	}
 	seen := map[string]bool{}
 	for i, m := range d.Modules {
@@ -71,6 +87,24 @@ func ParseDeployment(data []byte) (*Deployment, error) {
 		seen[m.Module] = true
 		if !deployNameRE.MatchString(m.Target) {
 			bad(at+".target", "want a target name such as modules/thermo, got %q", m.Target)
+		}
+	}
+	seen = map[string]bool{}
+	for i, m := range d.Models {
+		at := fmt.Sprintf("models[%d]", i)
+		if m.Model == "" {
+			bad(at+".model", "missing")
+		} else if seen[m.Model] {
+			bad(at+".model", "%q listed twice", m.Model)
+		}
+		seen[m.Model] = true
+		if !deployNameRE.MatchString(m.Target) {
+			bad(at+".target", "want a target name such as models/env, got %q", m.Target)
+		}
+	}
+	for _, f := range [...]struct{ field, target string }{{"firmware", d.Firmware}, {"runtime", d.Runtime}} {
+		if f.target != "" && !deployNameRE.MatchString(f.target) {
+			bad(f.field, "want a target name such as %s/rpi4, got %q", f.field, f.target)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

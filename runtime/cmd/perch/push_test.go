@@ -43,7 +43,7 @@ func TestPushPromoteLsFlags(t *testing.T) {
 		{[]string{"push", "deployment", "d.yaml", "--target", "t", "--version", "1", "--registry", "ftp://x", "--keys", "k", "--tuf", "u"}, `--registry "ftp://x"`},
 		{[]string{"promote"}, "--registry is required"},
 		{append([]string{"promote", "--deployment", "Bad Name", "--group", "pumps", "--stage", "101"}, common...), "stage: want a percentage"},
-		{append([]string{"promote", "--deployment", "d", "--group", "g", "--stage", "5"}, common...), "modules: at least one"},
+		{append([]string{"promote", "--deployment", "d", "--group", "g", "--stage", "5"}, common...), "modules: a deployment names at least one"},
 		{append([]string{"promote", "--module", "f"}, common...), "want MODULE=TARGET"},
 		{[]string{"registry", "ls"}, "--registry is required"},
 		{[]string{"registry", "ls", "--registry", "http://127.0.0.1:1"}, "--root or --tuf is required"},
