@@ -167,3 +167,102 @@ func TestIntegrationSimDevices(t *testing.T) {
 		}
 	}
 }
+
+// stuckConfig has a BME280, a limit switch and a PMS5003 whose values move as real ones do (noise,
+// a switch tripped every 200 ms, noisy counts), each frozen by a scripted stuck fault, and read by
+// drivers that are told how to tell: stuck_reads for the sensors, stuck_after for the switch.
+const stuckConfig = `site: test
+device: sim-01
+devices:
+  - name: env0
+    backend: sim
+    type: bme280
+    bus: 1
+    address: 0x76
+    signals:
+      temperature: {sum: [{value: 22}, {shape: noise, sigma: 0.02, seed: 1}]}
+      pressure: {sum: [{value: 1013.25}, {shape: noise, sigma: 0.03, seed: 2}]}
+      humidity: {value: 45}
+    faults: [{kind: stuck, at: 1500ms, for: 1s}]
+  - name: switch
+    backend: sim
+    type: button
+    line: 4
+    signals:
+      level: {shape: sine, mean: 0.5, amplitude: 1, period: 400ms}
+    faults: [{kind: stuck, at: 1500ms, for: 2s}]
+  - name: air
+    backend: sim
+    type: pms5003
+    port: /dev/ttyS0
+    signals:
+      pm2_5: {shape: noise, mean: 12, sigma: 3, seed: 3}
+      n0_3: {shape: noise, mean: 900, sigma: 40, seed: 4}
+    faults: [{kind: stuck, at: 1500ms, for: 3s}]
+modules:
+  - name: env
+    wasm: ../../build/modules/bme280.wasm
+    poll: 50ms
+    grants:
+      i2c: [{bus: 1, address: 0x76}]
+    config: {bus: 1, address: 0x76, stuck_reads: 5}
+  - name: switch
+    wasm: ../../build/modules/gpio.wasm
+    poll: 20ms
+    grants:
+      gpio: [{line: 4, mode: in}]
+    config: {line: 4, series: switch, stuck_after: 500ms}
+  - name: air
+    wasm: ../../build/modules/pms5003.wasm
+    poll: 200ms
+    poll_max_records: 4
+    grants:
+      uart: [{port: /dev/ttyS0}]
+    config: {port: /dev/ttyS0, stuck_reads: 2}
+`
+
+// TestIntegrationSimStuck: a stuck fault on a BME280, a limit switch and a PMS5003 is a
+// module.error event with EIO from each driver (the runtime records one per 10 s per module), none before the fault began (no false trip on
+// the moving values), no module faults, and readings again once the fault is over.
+// TestIntegrationSimDevices shows the other side: with the keys off (the default), constant
+// values are no error.
+func TestIntegrationSimStuck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	rt := runFor(t, parseTestConfig(t, "stuck.yaml", stuckConfig), 6500*time.Millisecond, runtime.Options{})
+	db := rt.Store().DB()
+	var start int64 // the simulations start right after this event, with the pipeline
+	if err := db.QueryRow(`SELECT time_ns FROM events WHERE kind = 'runtime.started'`).Scan(&start); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		module string
+		first  time.Duration // no stuck report before: the fault begins at 1.5 s
+	}{
+		{"env", 1500 * time.Millisecond},    // reported 5 polls of 50 ms into it
+		{"switch", 1500 * time.Millisecond}, // 500 ms into it
+		{"air", 2500 * time.Millisecond},    // at the frame of 3 s, the second like that of 2 s
+	} {
+		if n := count(t, db, `SELECT count(*) FROM events WHERE kind = 'module.error' AND module = ?
+			AND json_extract(fields, '$.errno') = 'EIO'`, c.module); n == 0 {
+			t.Errorf("%s: no module.error event with EIO", c.module)
+		}
+		if n := count(t, db, `SELECT count(*) FROM events WHERE kind = 'module.error' AND module = ?
+			AND time_ns < ?`, c.module, start+int64(c.first)); n != 0 {
+			t.Errorf("%s: %d module.error events before %v", c.module, n, c.first)
+		}
+		if n := count(t, db, `SELECT count(*) FROM events WHERE kind = 'module.error' AND module = ?
+			AND json_extract(fields, '$.errno') != 'EIO'`, c.module); n != 0 {
+			t.Errorf("%s: %d module.error events with another errno", c.module, n)
+		}
+		// The readings resume after the fault (it ends by 4.5 s).
+		if n := count(t, db, `SELECT count(*) FROM readings WHERE source = ? AND time_ns > ?`,
+			c.module, start+int64(4600*time.Millisecond)); n == 0 {
+			t.Errorf("%s: no reading after the fault", c.module)
+		}
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE kind = 'module.fault'`); n != 0 {
+		t.Errorf("module.fault events: %d, want 0", n)
+	}
+}

@@ -19,6 +19,7 @@ const (
 	EOFLine      = "#eof"              // after the last row, unless looping
 	LoopPrefix   = "#loop "            // then the loop's number (1, 2, ...), before its first row
 	CmdHeader    = "header"            // a command line: send the header again
+	CmdSeek      = "#seek "            // a command line, then a row index: resume from that row
 )
 
 // Options configure a [Device].
@@ -64,9 +65,21 @@ type Options struct {
 //
 // # Commands
 //
-// Write takes command lines. "header\n" ([CmdHeader]) sends the header again, right after the
-// line being read (a driver that restarts in the middle of a replay asks for it). Other lines
-// are ignored.
+// Write takes command lines; lines it does not know are ignored.
+//
+// "#seek N\n" ([CmdSeek], N a decimal row index from 0) resumes the replay at row N: what was
+// generated and not read yet is dropped (but for the rest of a line being read), the header
+// comes next, then row N and the rows after it, then "#eof". Rows are counted from the recording's first, across loops: with
+// [Options.Loop], row N is row N mod len(rows) of loop N / len(rows), with that loop's times.
+// Past the last row of a recording that does not loop, the header is followed by "#eof". The
+// pace does not change for rows already due; if row N is not due yet, the pacing is moved so
+// that it is due now and the rows after it follow at their recorded intervals (a runtime that
+// restarts in the middle of a replay resumes at once). A driver that restarts in the middle of
+// a replay keeps the index of the next row it has not handed on, and seeks to it: nothing is
+// lost or repeated, whatever it had read and not yet handled.
+//
+// "header\n" ([CmdHeader]), for drivers that do not seek, sends the header again, right after
+// the line being read.
 type Device struct {
 	t      *Table
 	speed  float64
@@ -237,12 +250,40 @@ func (d *Device) Write(ctx context.Context, p []byte) (int, error) {
 			}
 			continue
 		}
-		if strings.TrimSpace(string(d.cmd)) == CmdHeader && d.read {
+		line := strings.TrimSpace(string(d.cmd))
+		switch {
+		case line == CmdHeader && d.read:
 			d.wantHeader = true
+		case strings.HasPrefix(line, CmdSeek):
+			if n, err := strconv.ParseInt(line[len(CmdSeek):], 10, 64); err == nil && n >= 0 {
+				d.seek(n)
+			}
 		}
 		d.cmd = d.cmd[:0]
 	}
 	return len(p), nil
+}
+
+// seek resumes the replay at row n (see [Device]'s commands). d.mu must be held.
+func (d *Device) seek(n int64) {
+	rows := int64(len(d.t.Rows))
+	d.iter, d.next = 0, int(min(n, rows))
+	if d.loop && rows > 0 {
+		d.iter, d.next = n/rows, int(n%rows)
+	}
+	i := 0 // the rest of a line being read stays: the reader gets whole lines
+	if d.midLine {
+		i = bytes.IndexByte(d.out, '\n') + 1
+	}
+	d.out = append(d.out[:i:i], d.header...)
+	d.begun, d.ended, d.wantHeader = true, false, false
+	if d.speed > 0 && d.next < len(d.t.Rows) {
+		now := d.clock()
+		if !d.due(now, d.next, d.iter) {
+			off := float64(d.t.Rows[d.next].TimeNS-d.t.Rows[0].TimeNS) + float64(d.iter)*float64(d.period)
+			d.start = now.Add(-time.Duration(off / d.speed))
+		}
+	}
 }
 
 var _ hal.UART = (*Device)(nil)

@@ -160,6 +160,83 @@ func TestDeviceHeaderCommand(t *testing.T) {
 	}
 }
 
+// TestDeviceSeek: "#seek N" drops what was not read (but for the rest of a line being read) and
+// plays the header, then row N on.
+func TestDeviceSeek(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: epoch}
+	d, err := replay.NewDevice(table, replay.Options{Speed: 1, Clock: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.set(time.Second)
+	p := make([]byte, len(header)+len(row0)+5) // the header, row 0 and part of row 1
+	if n, _ := d.Read(ctx, p); string(p[:n]) != header+row0+row1[:5] {
+		t.Fatalf("got %q", p[:n])
+	}
+	// A driver restarts having handed on row 0 only: the rest of the line being read comes
+	// first (the stream stays whole lines), then the header and row 1 again; row 2 keeps its
+	// pace (due at 3 s).
+	d.Write(ctx, []byte("#seek 1\n"))
+	if got, want := readAll(t, d, 7), row1[5:]+header+row1; got != want {
+		t.Errorf("after #seek 1: got %q, want %q", got, want)
+	}
+	clk.set(3 * time.Second)
+	if got, want := readAll(t, d, 7), row2+"#eof\n"; got != want {
+		t.Errorf("at 3 s: got %q, want %q", got, want)
+	}
+	// After the end: back to row 0, already due.
+	d.Write(ctx, []byte("#se"))
+	d.Write(ctx, []byte("ek 0\r\n"))
+	if got, want := readAll(t, d, 64), header+row0+row1+row2+"#eof\n"; got != want {
+		t.Errorf("after #seek 0: got %q, want %q", got, want)
+	}
+	// Past the end of a recording that does not loop: the header, then the end. Bad seeks are
+	// ignored.
+	for _, bad := range []string{"#seek -1\n", "#seek x\n", "#seek\n", "#seek 1.5\n", "#seek 99999999999999999999\n"} {
+		d.Write(ctx, []byte(bad))
+	}
+	if got := readAll(t, d, 64); got != "" {
+		t.Errorf("after bad seeks: got %q", got)
+	}
+	d.Write(ctx, []byte("#seek 3\n"))
+	if got, want := readAll(t, d, 64), header+"#eof\n"; got != want {
+		t.Errorf("after #seek 3: got %q, want %q", got, want)
+	}
+
+	// A new device (a runtime that restarted) seeking to a row not due yet: the pacing moves so
+	// that row 2 is due now, and the rest follows at the recorded intervals.
+	clk.set(0)
+	d, _ = replay.NewDevice(table, replay.Options{Speed: 1, Clock: clk.now})
+	d.Write(ctx, []byte("#seek 1\n"))
+	if got, want := readAll(t, d, 64), header+row1; got != want {
+		t.Errorf("new device, #seek 1: got %q, want %q", got, want)
+	}
+	clk.set(1999 * time.Millisecond)
+	if got := readAll(t, d, 64); got != "" {
+		t.Errorf("1.999 s after: got %q", got)
+	}
+	clk.set(2 * time.Second)
+	if got, want := readAll(t, d, 64), row2+"#eof\n"; got != want {
+		t.Errorf("2 s after: got %q, want %q", got, want)
+	}
+
+	// Looping: row 4 of a 3-row recording is row 1 of loop 1, with its times.
+	d, _ = replay.NewDevice(table, replay.Options{Speed: 0, Loop: true, Clock: clk.now})
+	d.Write(ctx, []byte("#seek 4\n"))
+	p = make([]byte, len(header)+len(row1)+len(row2)+len("#loop 2\n"))
+	n, _ := d.Read(ctx, p)
+	ts, rest, _ := strings.Cut(row1, ",")
+	v, _ := strconv.ParseInt(ts, 10, 64)
+	loop1row1 := strconv.FormatInt(v+4500000000, 10) + "," + rest
+	ts, rest, _ = strings.Cut(row2, ",")
+	v, _ = strconv.ParseInt(ts, 10, 64)
+	loop1row2 := strconv.FormatInt(v+4500000000, 10) + "," + rest
+	if got, want := string(p[:n]), header+loop1row1+loop1row2+"#loop 2\n"; got != want {
+		t.Errorf("looping, #seek 4: got %q, want %q", got, want)
+	}
+}
+
 func TestDeviceSetStart(t *testing.T) {
 	clk := &clock{t: epoch}
 	d, _ := replay.NewDevice(table, replay.Options{Speed: 1, Clock: clk.now})

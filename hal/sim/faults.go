@@ -27,8 +27,11 @@ const (
 	// UART device sends nothing.
 	FaultTimeout FaultKind = "timeout"
 	// FaultStuck: the device answers normally but its values freeze at those of the instant the
-	// fault began (a relay's contacts weld: writes no longer move it). No error: a driver cannot
-	// tell, except where the protocol says that no new data came (the ADXL345's DATA_READY).
+	// fault began (a relay's contacts weld: writes no longer move it). No error on the bus: a
+	// driver tells as it would with a real part, where the protocol says that no new data came
+	// (the ADXL345's DATA_READY) or from the values: readings that repeat to the bit where live
+	// ones carry noise (the bme280 and pms5003 drivers' stuck_reads), a line that stays still for
+	// longer than its use allows (the gpio driver's stuck_after).
 	FaultStuck FaultKind = "stuck"
 	// FaultDisconnect: the device is gone; calls fail with an error wrapping [hal.ErrNoDevice].
 	FaultDisconnect FaultKind = "disconnect"

@@ -198,7 +198,7 @@ modules:
     poll: 1ms
     poll_max_records: 256
     deadline: 5s
-    grants: {uart: [{port: replay0}]}
+    grants: {uart: [{port: replay0}], state: true}
     config: {port: replay0, series: data}
 models:
   - name: model

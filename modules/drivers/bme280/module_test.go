@@ -491,3 +491,124 @@ func BenchmarkModule(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/record")
 	})
 }
+
+// stuckChip attaches a simulated BME280 with the signals at bus 1, 0x76, behind a fault set
+// whose stuck fault freezes the chip's measurements, as the runtime wires it.
+func stuckChip(t testing.TB, sig sim.Signals) (*sim.Provider, *sim.Faults, *fakeClock) {
+	t.Helper()
+	clk := &fakeClock{t: epoch}
+	f := sim.NewFaults(clk.now)
+	p := sim.NewProvider()
+	if err := p.AttachI2C(1, 0x76, sim.FaultyI2C(sim.NewBME280(sig, f.SignalClock), f)); err != nil {
+		t.Fatal(err)
+	}
+	return p, f, clk
+}
+
+// noisy is a room whose readings carry sensor noise, as a real chip's do: no two raw readings at
+// different instants are the same.
+var noisy = sim.Signals{
+	Temperature: sim.Signal{Sum: []sim.Signal{{Value: 21}, {Shape: "noise", Sigma: 0.02, Seed: 1}}},
+	Pressure:    sim.Signal{Sum: []sim.Signal{{Value: 1013}, {Shape: "noise", Sigma: 0.03, Seed: 2}}},
+	Humidity:    sim.Signal{Value: 45},
+}
+
+// TestModuleStuck: with stuck_reads 4, a chip whose measurements freeze fails the fourth poll
+// with the same raw data, and every poll after it, with EIO (nothing emitted); when it measures
+// again the module reads on. Noisy readings never trip it, and without stuck_reads (the
+// default) a frozen chip is read as if it were live.
+func TestModuleStuck(t *testing.T) {
+	type result struct {
+		errno abi.Errno
+		n     int
+	}
+	run := func(t *testing.T, cfg string, polls int, m *runtime.Module, clk *fakeClock) []result {
+		t.Helper()
+		var got []result
+		for range polls {
+			clk.t = clk.t.Add(time.Second)
+			out, err := m.Poll(context.Background(), 1)
+			if err != nil && perchtest.Errno(err) == 0 {
+				t.Fatalf("%s: %v (a fault, not an errno)", cfg, err)
+			}
+			got = append(got, result{perchtest.Errno(err), len(readings(t, out, "environment"))})
+		}
+		return got
+	}
+	ok := result{0, 1}
+	stuck := result{abi.EIO, 0}
+
+	p, f, clk := stuckChip(t, noisy)
+	m, l := mustLoadDriver(t, `{"stuck_reads":4}`, grant76, p)
+	if got := run(t, "noisy", 200, m, clk); !allEqual(got, ok) {
+		t.Fatalf("noisy chip: %v, want 200 readings and no error", got)
+	}
+	clk.t = clk.t.Add(500 * time.Millisecond) // the values freeze between two polls
+	f.Inject(sim.FaultStuck, true)
+	got := run(t, "stuck", 6, m, clk)
+	if want := []result{ok, ok, ok, stuck, stuck, stuck}; !slicesEqual(got, want) {
+		t.Errorf("frozen chip: %v, want %v", got, want)
+	}
+	for _, want := range []string{
+		"ERROR perch_poll failed: bme280: stuck: 4 readings in a row with the same raw data",
+		"ERROR perch_poll failed: bme280: stuck: 6 readings in a row with the same raw data",
+	} {
+		if !strings.Contains(l.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, l.String())
+		}
+	}
+	f.Inject(sim.FaultStuck, false)
+	if got := run(t, "unstuck", 3, m, clk); !allEqual(got, ok) {
+		t.Errorf("after the fault: %v, want readings", got)
+	}
+
+	// Off by default: a frozen chip is read on (its readings cannot be told from live ones).
+	p, f, clk = stuckChip(t, noisy)
+	m, _ = mustLoadDriver(t, `{}`, grant76, p)
+	f.Inject(sim.FaultStuck, true)
+	if got := run(t, "default", 20, m, clk); !allEqual(got, ok) {
+		t.Errorf("stuck_reads off: %v, want readings", got)
+	}
+
+	// A constant signal is what a frozen chip looks like: hal/sim's chip has no noise of its own.
+	p, _, clk = stuckChip(t, constant(20, 1000, 50))
+	m, _ = mustLoadDriver(t, `{"stuck_reads":2}`, grant76, p)
+	if got := run(t, "constant", 2, m, clk); !slicesEqual(got, []result{ok, stuck}) {
+		t.Errorf("constant signal with stuck_reads 2: %v", got)
+	}
+
+	for cfg, want := range map[string]string{
+		`{"stuck_reads":1}`:   "ERROR perch_init failed: config: stuck_reads: want 0 (off) or 2 or more, got 1",
+		`{"stuck_reads":-3}`:  "ERROR perch_init failed: config: stuck_reads: want 0 (off) or 2 or more, got -3",
+		`{"stuck_reads":"4"}`: `ERROR perch_init failed: perch: config field "stuck_reads": a JSON string cannot be a int`,
+	} {
+		_, l, err := loadDriver(t, cfg, grant76, p)
+		if perchtest.Errno(err) != abi.EINVAL && (err == nil || !strings.Contains(err.Error(), "EINVAL")) {
+			t.Errorf("%s: %v, want EINVAL", cfg, err)
+		}
+		if l.String() != want {
+			t.Errorf("%s: logged\n%s\nwant\n%s", cfg, l.String(), want)
+		}
+	}
+}
+
+func allEqual[T comparable](s []T, v T) bool {
+	for _, x := range s {
+		if x != v {
+			return false
+		}
+	}
+	return true
+}
+
+func slicesEqual[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -2,6 +2,7 @@ package gpio_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -95,8 +96,8 @@ func TestModuleDebounce(t *testing.T) {
 }
 
 // TestModuleFaults: a timeout or a disconnect fails the poll with its errno (the module stays up
-// and reports the level again afterwards); a stuck line cannot be told from a still one, so it is
-// no error: the level just stops changing.
+// and reports the level again afterwards); a stuck line is an error only when stuck_after says
+// how long the line may stay still.
 func TestModuleFaults(t *testing.T) {
 	for _, c := range []struct {
 		kind sim.FaultKind
@@ -133,13 +134,67 @@ func TestModuleFaults(t *testing.T) {
 		})
 	}
 	t.Run("stuck", func(t *testing.T) {
-		b, clk, m := bench(t, sim.Signal{Shape: "step", From: 0, To: 1, Start: sim.Duration(2 * time.Second)}, map[string]any{"line": 17})
-		b.Faults().Script([]sim.Fault{{Kind: sim.FaultStuck, At: sim.Duration(time.Second), For: sim.Duration(2 * time.Second)}})
-		got := pollEvery(t, m, clk, 500*time.Millisecond, 4*time.Second, "button")
-		if want := []report{{500 * time.Millisecond, 0, 0}, {3 * time.Second, 1, 1}}; !slices.Equal(got, want) {
-			t.Errorf("readings %v, want %v (the step shows only once the line is free)", got, want)
+		// A limit switch that a machine trips every 500 ms (high in the first half of each
+		// second); its contacts stick, low, from 2 s to 5 s. Polled every 100 ms from 50 ms, the
+		// last change before the fault is seen at 1.55 s; with stuck_after 1s the poll at 2.55 s
+		// says so (EIO), and those at 3.55 s and 4.55 s again; the moving line never trips it,
+		// nor does the same stuck line with stuck_after off.
+		square := sim.Signal{Shape: "sine", Mean: 0.5, Amplitude: 1, Period: sim.Duration(time.Second)}
+		for _, c := range []struct {
+			stuckAfter string
+			want       string
+		}{
+			{"1s", "ok×25 EIO ok×9 EIO ok×9 EIO ok×14"},
+			{"0s", "ok×60"},
+		} {
+			b, clk, m := bench(t, square, map[string]any{"line": 17, "stuck_after": c.stuckAfter})
+			b.Faults().Script([]sim.Fault{{Kind: sim.FaultStuck, At: sim.Duration(2 * time.Second), For: sim.Duration(3 * time.Second)}})
+			var polls []string
+			levels := 0
+			for at := 50 * time.Millisecond; at < 6*time.Second; at += 100 * time.Millisecond {
+				clk.Set(at)
+				out, err := m.TryPoll(1)
+				var ee *runtime.ErrnoError
+				switch {
+				case err == nil:
+					polls = append(polls, "ok")
+				case errors.As(err, &ee):
+					polls = append(polls, ee.Errno.String())
+				default:
+					t.Fatalf("at %v: %v", at, err)
+				}
+				levels += len(out)
+			}
+			if got := runs(polls); got != c.want {
+				t.Errorf("stuck_after %s: polls %s, want %s", c.stuckAfter, got, c.want)
+			}
+			// The first level, changes at 0.55, 1.05 and 1.55 s, none while stuck, then changes
+			// at 5.05 and 5.55 s.
+			if levels != 6 {
+				t.Errorf("stuck_after %s: %d readings", c.stuckAfter, levels)
+			}
 		}
 	})
+}
+
+// runs renders a sequence such as [ok ok EIO] as "ok×2 EIO".
+func runs(s []string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && s[j] == s[i] {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(s[i])
+		if j-i > 1 {
+			fmt.Fprintf(&b, "×%d", j-i)
+		}
+		i = j
+	}
+	return b.String()
 }
 
 func TestModuleInit(t *testing.T) {
@@ -154,6 +209,7 @@ func TestModuleInit(t *testing.T) {
 	}{
 		{map[string]any{}, abi.EINVAL, "config: line: want a GPIO line number (0 or more), got -1"},
 		{map[string]any{"line": 17, "debounce": "5"}, abi.EINVAL, `config: debounce: want a duration such as "20ms", got "5"`},
+		{map[string]any{"line": 17, "stuck_after": "-1s"}, abi.EINVAL, `config: stuck_after: want a duration such as "10m" (0s: off), got "-1s"`},
 		{map[string]any{"line": 17, "pin": 3}, abi.EINVAL, `perch: config: json: unknown field "pin"`},
 		{map[string]any{"line": 18}, abi.EPERM, "gpio: read line 18: perch: EPERM"}, // granted 17 only
 	} {

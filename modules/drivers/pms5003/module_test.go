@@ -91,11 +91,13 @@ var busy = sim.PMS5003Signals{
 }
 
 // TestModuleExact polls at several rates, so that frames arrive whole, split across polls, or
-// several at once: every frame becomes one reading with exactly its values, in order.
+// several at once: every frame becomes one reading with exactly its values, in order, and the
+// strictest stuck detection never trips on a live sensor.
 func TestModuleExact(t *testing.T) {
 	for _, step := range []time.Duration{7 * time.Millisecond, 250 * time.Millisecond, 3500 * time.Millisecond} {
 		t.Run(step.String(), func(t *testing.T) {
-			dev, clk, m, l := bench(t, busy, map[string]any{"port": port, "series": "air", "timeout": "10s"})
+			// stuck_reads 2: busy's counts move, so no two frames in a row may be alike.
+			dev, clk, m, l := bench(t, busy, map[string]any{"port": port, "series": "air", "timeout": "10s", "stuck_reads": 2})
 			var got []sim.PMS5003Data
 			for at := step; at < 20*time.Second+step; at += step {
 				clk.Set(min(at, 20*time.Second))
@@ -222,15 +224,33 @@ func TestModuleFaults(t *testing.T) {
 		})
 	}
 	t.Run("stuck", func(t *testing.T) {
-		dev, clk, m, _ := bench(t, busy, nil)
-		dev.Faults().Script([]sim.Fault{{Kind: sim.FaultStuck, At: sim.Duration(1500 * time.Millisecond), For: sim.Duration(2 * time.Second)}})
-		got, e := poll(t, m, clk, 4200*time.Millisecond)
-		if e != 0 || len(got) != 5 {
-			t.Fatalf("%d readings, %v", len(got), e)
-		}
-		frozen := dev.Truth(epoch.Add(1500 * time.Millisecond))
-		if got[2] != frozen || got[3] != frozen || got[4] != dev.Truth(epoch.Add(4*time.Second)) {
-			t.Errorf("frames 2, 3 (stuck) and 4: %v, want %v twice then the truth", got[2:], frozen)
+		// Frozen from 1.5 s to 4.5 s: frames 2, 3 and 4 repeat the values of 1.5 s. With
+		// stuck_reads 3 the third of them is not read and the poll fails with EIO; by default
+		// (off) they are read as they come. busy's noisy counts never repeat otherwise.
+		for _, c := range []struct {
+			cfg  map[string]any
+			n    int
+			want abi.Errno
+		}{
+			{map[string]any{"port": port, "stuck_reads": 3}, 4, abi.EIO},
+			{map[string]any{"port": port}, 5, 0},
+		} {
+			dev, clk, m, l := bench(t, busy, c.cfg)
+			dev.Faults().Script([]sim.Fault{{Kind: sim.FaultStuck, At: sim.Duration(1500 * time.Millisecond), For: sim.Duration(3 * time.Second)}})
+			got, e := poll(t, m, clk, 4200*time.Millisecond)
+			if e != c.want || len(got) != c.n {
+				t.Fatalf("%v: %d readings, %v; want %d, %v", c.cfg, len(got), e, c.n, c.want)
+			}
+			frozen := dev.Truth(epoch.Add(1500 * time.Millisecond))
+			if got[0] != dev.Truth(epoch) || got[1] != dev.Truth(epoch.Add(time.Second)) || got[2] != frozen || got[3] != frozen {
+				t.Errorf("%v: frames 0 to 3: %v, want the truth at 0 and 1 s, then %v", c.cfg, got, frozen)
+			}
+			if want := "ERROR perch_poll failed: pms5003: stuck: 3 frames in a row with the same values"; (c.want != 0) != strings.Contains(l.String(), want) {
+				t.Errorf("%v: log (want %q: %v):\n%s", c.cfg, want, c.want != 0, l.String())
+			}
+			if got, e = poll(t, m, clk, 5200*time.Millisecond); e != 0 || len(got) != 1 || got[0] != dev.Truth(epoch.Add(5*time.Second)) {
+				t.Errorf("%v: after the fault: %v, %v", c.cfg, got, e)
+			}
 		}
 	})
 	t.Run("silence", func(t *testing.T) {
@@ -269,6 +289,7 @@ func TestModuleInit(t *testing.T) {
 	}{
 		{map[string]any{"port": ""}, abi.EINVAL, `ERROR perch_init failed: config: port: want a port name of 1 to 255 bytes, got ""`},
 		{map[string]any{"port": port, "timeout": "0s"}, abi.EINVAL, `ERROR perch_init failed: config: timeout: want a positive duration such as "3s", got "0s"`},
+		{map[string]any{"port": port, "stuck_reads": 1}, abi.EINVAL, `ERROR perch_init failed: config: stuck_reads: want 0 (off) or 2 or more, got 1`},
 		{map[string]any{"port": port, "baud": 9600}, abi.EINVAL, `ERROR perch_init failed: perch: config: json: unknown field "baud"`},
 		{map[string]any{"port": "/dev/ttyS1"}, abi.EPERM, "ERROR perch_init failed: pms5003: wake up: perch: EPERM"},
 	} {

@@ -69,7 +69,7 @@ func (l *logs) all() string {
 
 const port = "replay0"
 
-var grant = config.Grants{UART: []config.UARTGrant{{Port: port}}}
+var grant = config.Grants{UART: []config.UARTGrant{{Port: port}}, State: true}
 
 // provider is the smallest hal.Provider: one UART port.
 type provider struct {
@@ -116,8 +116,14 @@ func (s *script) Read(_ context.Context, p []byte) (int, error) {
 }
 func (s *script) Write(_ context.Context, p []byte) (int, error) { return len(p), nil }
 
-func load(t testing.TB, cfg map[string]any, grants config.Grants, u hal.UART, clk *clock) (*runtime.Module, *logs, error) {
+// load loads the built module on the port u. Its state is st[0] if given (nil: no state, state
+// calls get ENOSYS), else a fresh in-memory store.
+func load(t testing.TB, cfg map[string]any, grants config.Grants, u hal.UART, clk *clock, st ...runtime.StateStore) (*runtime.Module, *logs, error) {
 	t.Helper()
+	var state runtime.StateStore = &perchtest.MemState{}
+	if len(st) > 0 {
+		state = st[0]
+	}
 	path := perchtest.Built(t, "replay")
 	bin, err := os.ReadFile(path)
 	if err != nil {
@@ -133,7 +139,7 @@ func load(t testing.TB, cfg map[string]any, grants config.Grants, u hal.UART, cl
 	raw, _ := json.Marshal(cfg)
 	l := &logs{}
 	m, err := runtime.LoadModule(context.Background(), runtime.ModuleOptions{
-		Binary: bin, Manifest: mf, Config: raw, Grants: grants, HAL: provider{port, u}, Logger: slog.New(l), Now: clk.ns,
+		Binary: bin, Manifest: mf, Config: raw, Grants: grants, HAL: provider{port, u}, State: state, Logger: slog.New(l), Now: clk.ns,
 		CacheDir: filepath.Join(os.TempDir(), "perchtest-cache"),
 		// These tests check what is read, not how fast: a loaded 2-core box must not fail them.
 		// (Rows of 17-digit values cost tens of µs each: see README.md, Performance.)
@@ -322,15 +328,98 @@ func slicesEqual(a, b []int) bool {
 	return true
 }
 
-// TestModuleRestart: a new instance that starts in the middle of a replay asks for the header
-// and reads on from the next whole row; no row after the one cut is lost.
+// TestModuleRestart: a new instance that starts in the middle of a replay resumes at the row
+// after the last one the old instance handed on (its position, kept in state): no row is lost or
+// repeated, whatever the old instance had read and not handled. After the end, a restart reads
+// nothing more and does not report the end again.
 func TestModuleRestart(t *testing.T) {
 	tab := hardTable(50)
 	clk := &clock{t: epoch}
 	dev, _ := replay.NewDevice(tab, replay.Options{Clock: clk.now})
-	first, l, err := load(t, nil, grant, chunky{dev, 1000}, clk)
+	st := &perchtest.MemState{}
+	var got []replay.Row
+	// Instances that each read 1000 bytes (the header, three rows and part of the next ones)
+	// and hand on up to three rows.
+	for range 4 {
+		m, l, err := load(t, nil, grant, chunky{dev, 1000}, clk, st)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, l.all())
+		}
+		out, err := m.Poll(context.Background(), 3)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, l.all())
+		}
+		r, _ := rows(t, out, "replay", tab.Columns)
+		got = append(got, r...)
+		m.Close(context.Background())
+	}
+	if len(got) != 12 {
+		t.Fatalf("%d rows from four instances", len(got))
+	}
+	if v, ok, _ := st.GetState(context.Background(), "replay", "position"); !ok || string(v) != "12" {
+		t.Errorf("position %q (%v), want 12", v, ok)
+	}
+	last, l, err := load(t, nil, grant, chunky{dev, 1000}, clk, st)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, l.all())
+	}
+	for eofs := 0; eofs == 0; {
+		out, err := last.Poll(context.Background(), 100)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, l.all())
+		}
+		r, e := rows(t, out, "replay", tab.Columns)
+		got, eofs = append(got, r...), e
+	}
+	checkRows(t, got, tab.Rows)
+	if !strings.Contains(l.all(), "end of recording after 50 rows") {
+		t.Errorf("log:\n%s", l.all())
+	}
+	last.Close(context.Background())
+	if v, _, _ := st.GetState(context.Background(), "replay", "position"); string(v) != "50 eof" {
+		t.Errorf("position %q, want 50 eof", v)
+	}
+	after, l, err := load(t, nil, grant, chunky{dev, 1000}, clk, st)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, l.all())
+	}
+	for range 3 {
+		out, err := after.Poll(context.Background(), 100)
+		if err != nil || len(out) != 0 {
+			t.Fatalf("after the end: %d bytes, %v\n%s", len(out), err, l.all())
+		}
+	}
+
+	// A bad saved value: a warning, and the replay starts over.
+	bad := &perchtest.MemState{}
+	bad.SetState(context.Background(), "replay", "position", []byte("12 eo"))
+	dev2, _ := replay.NewDevice(tab, replay.Options{Clock: clk.now})
+	m, l, err := load(t, nil, grant, dev2, clk, bad)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, l.all())
+	}
+	out, err := m.Poll(context.Background(), 100)
+	if r, _ := rows(t, out, "replay", tab.Columns); err != nil || len(r) != 50 {
+		t.Errorf("after a bad position: %d rows, %v", len(r), err)
+	}
+	if want := `WARN perch_init: replay: read position: bad value "12 eo"; starting from row 0`; !strings.Contains(l.all(), want) {
+		t.Errorf("log lacks %q:\n%s", want, l.all())
+	}
+}
+
+// TestModuleRestartNoState: without a state store (state calls get ENOSYS) the driver warns and
+// falls back to asking for the header: a new instance reads on from the next whole row, and the
+// rows the old one had read and not handed on are lost.
+func TestModuleRestartNoState(t *testing.T) {
+	tab := hardTable(50)
+	clk := &clock{t: epoch}
+	dev, _ := replay.NewDevice(tab, replay.Options{Clock: clk.now})
+	first, l, err := load(t, nil, grant, chunky{dev, 1000}, clk, nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, l.all())
+	}
+	if want := "WARN perch_init: replay: read position: perch: ENOSYS; a restart will resume where the device is"; !strings.Contains(l.all(), want) {
+		t.Errorf("log lacks %q:\n%s", want, l.all())
 	}
 	out, err := first.Poll(context.Background(), 3)
 	if err != nil {
@@ -339,7 +428,7 @@ func TestModuleRestart(t *testing.T) {
 	got, _ := rows(t, out, "replay", tab.Columns)
 	first.Close(context.Background())
 	// The first instance read 1000 bytes: three rows and part of the ones after.
-	second, l, err := load(t, nil, grant, chunky{dev, 1000}, clk)
+	second, l, err := load(t, nil, grant, chunky{dev, 1000}, clk, nil)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, l.all())
 	}
@@ -460,13 +549,14 @@ func TestModuleErrors(t *testing.T) {
 		grants config.Grants
 		log    string
 	}{
-		{"other port", map[string]any{"port": "replay1"}, grant, "replay: header command: perch: EPERM"},
+		{"other port", map[string]any{"port": "replay1"}, grant, "replay: seek command: perch: EPERM"},
+		{"no state grant", nil, config.Grants{UART: grant.UART}, "the module needs state and it is not granted"},
 		{"unknown field", map[string]any{"speed": 2}, grant, `unknown field "speed"`},
 		{"empty port", map[string]any{"port": ""}, grant, `config: port: want a port name of 1 to 255 bytes, got ""`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, l, err := load(t, tc.cfg, tc.grants, &script{}, clk)
-			if err == nil || !strings.Contains(l.all(), tc.log) {
+			if err == nil || !strings.Contains(err.Error()+"\n"+l.all(), tc.log) {
 				t.Errorf("init: %v\n%s\nwant %s", err, l.all(), tc.log)
 			}
 		})

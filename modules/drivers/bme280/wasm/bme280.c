@@ -7,8 +7,10 @@
  * same order of operations, so the readings are bit for bit the same), with the config and the
  * messages of the Go module it replaces. See ../README.md.
  *
- * Config (JSON): {"bus": 1, "address": 118, "series": "environment"}; all optional, with those
- * defaults; address must be 0x76 or 0x77.
+ * Config (JSON): {"bus": 1, "address": 118, "series": "environment", "stuck_reads": 0}; all
+ * optional, with those defaults; address must be 0x76 or 0x77. stuck_reads N (0: off, else 2 or
+ * more) makes N bit-identical raw readings in a row an error (EIO): a live chip's ADC noise makes
+ * every reading differ in its low bits, a frozen one repeats its data registers.
  *
  * Records out: kind reading, time 0 (the host stamps it), source empty (the host fills it in),
  * the configured series, fields temperature_c, pressure_hpa, humidity_pct.
@@ -49,7 +51,12 @@ static struct {
 
 /* Config. */
 static int32_t bus = 1, address = 0x76;
-static int ready; /* the chip is initialised */
+static int64_t stuck_reads; /* 0: off */
+static int ready;           /* the chip is initialised */
+
+/* Stuck detection: the last raw data (8 bytes from 0xF7) and how many readings in a row had it. */
+static uint8_t last_raw[8];
+static int64_t same;
 
 /* The record every reading is written from: header, empty source, series, three fields; only
  * the values change. */
@@ -160,6 +167,20 @@ static inline perch_errno chip_read(double v[3], perch_text *why) {
     perch_errno e;
     if ((e = perch_i2c_write(bus, address, force, 2)) != PERCH_OK) return fail(why, "start measurement", e);
     if ((e = perch_i2c_read(bus, address, REG_DATA, d, 8)) != PERCH_OK) return fail(why, "read data", e);
+    if (stuck_reads > 0) {
+        if (same > 0 && perch_mem_eq(d, last_raw, 8)) {
+            same++;
+        } else {
+            memcpy(last_raw, d, 8);
+            same = 1;
+        }
+        if (same >= stuck_reads) {
+            perch_text_cstr(why, "bme280: stuck: ");
+            perch_text_i64(why, same);
+            perch_text_cstr(why, " readings in a row with the same raw data");
+            return PERCH_EIO;
+        }
+    }
     int32_t adcP = (int32_t)d[0] << 12 | (int32_t)d[1] << 4 | (int32_t)d[2] >> 4;
     int32_t adcT = (int32_t)d[3] << 12 | (int32_t)d[4] << 4 | (int32_t)d[5] >> 4;
     int32_t adcH = (int32_t)d[6] << 8 | (int32_t)d[7];
@@ -177,12 +198,13 @@ perch_errno perch_init(void) {
     uint32_t n = 0;
     perch_errno e = perch_init_config(&msg, &json, &n);
     if (e != PERCH_OK) return e;
-    int64_t c_bus = 1, c_address = 0x76;
+    int64_t c_bus = 1, c_address = 0x76, c_stuck = 0;
     perch_str series = PERCH_STR("environment");
     perch_cfg_field fields[] = {{"bus", PERCH_CFG_INT, &c_bus},
                                 {"address", PERCH_CFG_INT, &c_address},
-                                {"series", PERCH_CFG_STRING, &series}};
-    if (!perch_config_decode(json, n, fields, 3, "main.config", &msg, &arena)) {
+                                {"series", PERCH_CFG_STRING, &series},
+                                {"stuck_reads", PERCH_CFG_INT, &c_stuck}};
+    if (!perch_config_decode(json, n, fields, 4, "main.config", &msg, &arena)) {
         e = PERCH_EINVAL;
         goto done;
     }
@@ -192,6 +214,13 @@ perch_errno perch_init(void) {
         e = PERCH_EINVAL;
         goto done;
     }
+    if (c_stuck < 0 || c_stuck == 1) {
+        perch_text_cstr(&msg, "config: stuck_reads: want 0 (off) or 2 or more, got ");
+        perch_text_i64(&msg, c_stuck);
+        e = PERCH_EINVAL;
+        goto done;
+    }
+    stuck_reads = c_stuck;
     if (series.len == 0) series = PERCH_STR("environment");
     bus = (int32_t)c_bus; /* as Go's int32(cfg.Bus) */
     address = (int32_t)c_address;
@@ -223,6 +252,8 @@ perch_errno perch_poll(int32_t max) {
         }
         double v[3];
         if ((e = chip_read(v, &why)) != PERCH_OK) {
+            /* Set the chip up again at the next poll: it may have been power-cycled, and a soft
+             * reset is what revives a hung one. */
             ready = 0;
             goto fail;
         }

@@ -4,8 +4,11 @@
  * perch:hal/v1, finds the 32-byte frames in them (0x42 0x4D, length 28, 13 words, checksum),
  * checks each frame's checksum and emits one reading per good frame. See ../README.md.
  *
- * Config (JSON): {"port": "/dev/ttyS0", "series": "air", "timeout": "3s"}; all optional, with
- * those defaults. No good frame for longer than timeout is an error (ETIMEDOUT).
+ * Config (JSON): {"port": "/dev/ttyS0", "series": "air", "timeout": "3s", "stuck_reads": 0}; all
+ * optional, with those defaults. No good frame for longer than timeout is an error (ETIMEDOUT).
+ * With stuck_reads N (0: off, else 2 or more), N good frames in a row with the same twelve values
+ * are an error (EIO), and the N-th and later such frames are not read: a live sensor's counts
+ * move from frame to frame, a frozen one repeats itself.
  *
  * Records out: kind reading, time 0 (the host stamps it), source empty (the host fills it in),
  * the configured series, twelve fields: pm1_0_ugm3, pm2_5_ugm3, pm10_ugm3 (CF=1),
@@ -33,6 +36,11 @@ static char port_buf[PERCH_MAX_STRING];
 static int64_t timeout_ns;
 static int ready; /* the sensor was told to wake up and send in active mode */
 static int64_t last_frame;
+static int64_t stuck_reads; /* 0: off */
+
+/* Stuck detection: the last good frame's 24 bytes of values, and how many frames in a row had them. */
+static uint8_t last_values[2 * NFIELDS];
+static int64_t same;
 
 static uint8_t rx[RX_CAP];
 static uint32_t have;
@@ -88,11 +96,13 @@ perch_errno perch_init(void) {
     perch_errno e = perch_init_config(&msg, &json, &n);
     if (e != PERCH_OK) return e;
     perch_str c_port = PERCH_STR("/dev/ttyS0"), series = PERCH_STR("air"), timeout = PERCH_STR("3s");
+    int64_t c_stuck = 0;
     perch_cfg_field fields[] = {{"port", PERCH_CFG_STRING, &c_port},
                                 {"series", PERCH_CFG_STRING, &series},
-                                {"timeout", PERCH_CFG_STRING, &timeout}};
+                                {"timeout", PERCH_CFG_STRING, &timeout},
+                                {"stuck_reads", PERCH_CFG_INT, &c_stuck}};
     e = PERCH_EINVAL;
-    if (!perch_config_decode(json, n, fields, 3, "pms5003.Config", &msg, &arena)) goto done;
+    if (!perch_config_decode(json, n, fields, 4, "pms5003.Config", &msg, &arena)) goto done;
     if (c_port.len == 0 || c_port.len > PERCH_MAX_STRING) {
         perch_text_cstr(&msg, "config: port: want a port name of 1 to 255 bytes, got ");
         perch_text_quote(&msg, c_port.ptr, c_port.len);
@@ -103,6 +113,12 @@ perch_errno perch_init(void) {
         perch_text_quote(&msg, timeout.ptr, timeout.len);
         goto done;
     }
+    if (c_stuck < 0 || c_stuck == 1) {
+        perch_text_cstr(&msg, "config: stuck_reads: want 0 (off) or 2 or more, got ");
+        perch_text_i64(&msg, c_stuck);
+        goto done;
+    }
+    stuck_reads = c_stuck;
     memcpy(port_buf, c_port.ptr, c_port.len);
     port = (perch_str){port_buf, c_port.len};
     if (series.len == 0) series = PERCH_STR("air");
@@ -168,6 +184,7 @@ perch_errno perch_poll(int32_t max) {
 
     /* Find the frames. */
     uint32_t i = 0, bad = 0, bad_got = 0, bad_want = 0;
+    int64_t stuck_run = 0; /* the longest run of identical frames seen this poll, from stuck_reads on */
     int32_t frames = 0;
     int64_t now = perch_now_ns();
     while (have - i >= 4 && frames < max) {
@@ -190,6 +207,18 @@ perch_errno perch_poll(int32_t max) {
         i += FRAME_LEN;
         frames++;
         last_frame = now;
+        if (stuck_reads > 0) {
+            if (same > 0 && perch_mem_eq(f + 4, last_values, sizeof last_values)) {
+                same++;
+            } else {
+                memcpy(last_values, f + 4, sizeof last_values);
+                same = 1;
+            }
+            if (same >= stuck_reads) { /* a frozen sensor's frame: not a reading */
+                stuck_run = same;
+                continue;
+            }
+        }
         if (out.cap - len < record_len && perch_buf_grow(&out, len + record_len, len) == NULL) {
             perch_text_cstr(&why, "out of memory");
             e = PERCH_ENOSPC;
@@ -215,6 +244,12 @@ perch_errno perch_poll(int32_t max) {
         perch_text_cstr(&why, ", want ");
         hex4(&why, bad_want);
         perch_text_cstr(&why, ")");
+        e = PERCH_EIO;
+    }
+    if (e == PERCH_OK && stuck_run > 0) {
+        perch_text_cstr(&why, "pms5003: stuck: ");
+        perch_text_i64(&why, stuck_run);
+        perch_text_cstr(&why, " frames in a row with the same values");
         e = PERCH_EIO;
     }
     if (e == PERCH_OK && now - last_frame > timeout_ns) {

@@ -5,10 +5,15 @@
  *
  * Config (JSON): {"port": "replay0", "series": "replay"}; both optional, with those defaults.
  *
+ * Position: the driver keeps the index of the next row it has not handed on in its state (key
+ * "position", perch:state/v1), saved after each poll that moved it, and at start asks the device
+ * to resume there ("#seek N"): a restart loses and repeats nothing of what it had read and not
+ * handled.
+ *
  * Records out: kind reading, time = the row's recorded time (ns since the Unix epoch), source
  * empty (the host fills it in), the configured series, one field per column, named as the
  * header names it. At the end of the recording ("#eof"), one event record: series replay.eof,
- * time 0 (the host stamps it), field rows (the rows read since the header), tag message.
+ * time 0 (the host stamps it), field rows (the rows from the recording's start), tag message.
  *
  * Build (from the repository root; make modules does this):
  *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -std=c11 -Wall -Wextra \
@@ -19,7 +24,7 @@
 
 #define RX_CAP    65536 /* the longest line, its "\n" included */
 #define MAX_READS 64    /* uart reads per poll */
-#define READ_CHUNK 4096 /* bytes asked for per read: what a restart loses is at most this */
+#define READ_CHUNK 4096 /* bytes asked for per read */
 #define HEADER    "#perch-replay v1 "
 #define HEADER_LEN 17
 
@@ -37,12 +42,105 @@ static int started;    /* some line was seen: a line before the header is no lon
 static int ncols; /* 0: no header yet */
 static uint8_t tmpl[PERCH_HEADER_SIZE + 2 + PERCH_MAX_STRING + PERCH_MAX_FIELDS * (1 + PERCH_MAX_STRING + 8)];
 static uint32_t tmpl_len, value_at[PERCH_MAX_FIELDS], name_at[PERCH_MAX_FIELDS];
-static uint64_t rows; /* row lines since the header */
+static uint64_t rows; /* the index of the next row line: base, plus the row lines since the header */
+
+/* The position kept in state: the row the device was asked to resume from, the position and end
+ * last saved. stateful: state works (else the driver falls back to asking for the header). */
+#define STATE_KEY     "position"
+#define STATE_KEY_LEN 8
+static uint64_t base, saved;
+static int stateful, seek_pending;
+static int eof_done;  /* the end of the recording was reported (replay.eof) */
+static int eof_saved; /* ... and saved */
 
 static perch_buf in, out;
 
 PERCH_DEFINE_ABI_VERSION()
 PERCH_DEFINE_BUFFER(in)
+
+/* ---- Position -------------------------------------------------------------------------------- */
+
+static int parse_int(const uint8_t *s, uint32_t n, int64_t *v);
+
+/* load_position reads the position the last instance saved ("N", or "N eof" once the end was
+ * reported) into base and eof_done. Without state (ENOSYS, or the store failing) it warns and
+ * the driver falls back to asking for the header; state not granted (EPERM) fails init. */
+static perch_errno load_position(perch_text *msg) {
+    char v[40];
+    uint32_t n = 0;
+    perch_errno e = perch_state_get(STATE_KEY, STATE_KEY_LEN, v, sizeof v, &n);
+    stateful = 1;
+    if (e == PERCH_ENOENT) return PERCH_OK;
+    if (e == PERCH_EPERM) {
+        perch_text_cstr(msg, "replay: read position: perch: EPERM");
+        return e;
+    }
+    if (e == PERCH_OK) {
+        uint32_t end = 0;
+        while (end < n && v[end] != ' ') end++;
+        int64_t pos;
+        int eof = end < n && n - end == 4 && perch_mem_eq(v + end, " eof", 4);
+        if (parse_int((const uint8_t *)v, end, &pos) && pos >= 0 && (end == n || eof)) {
+            base = saved = (uint64_t)pos;
+            eof_done = eof_saved = eof;
+            return PERCH_OK;
+        }
+    }
+    char buf[160];
+    perch_text warn = perch_text_init(buf, sizeof buf);
+    perch_text_cstr(&warn, "perch_init: replay: read position: ");
+    if (e == PERCH_OK) {
+        perch_text_cstr(&warn, "bad value ");
+        perch_text_quote(&warn, v, n);
+        perch_text_cstr(&warn, "; starting from row 0");
+    } else {
+        perch_text_cstr(&warn, "perch: ");
+        perch_text_cstr(&warn, perch_errno_name(e));
+        perch_text_cstr(&warn, "; a restart will resume where the device is, not where this instance stopped");
+        stateful = 0;
+    }
+    perch_log_text(PERCH_LEVEL_WARN, &warn);
+    return PERCH_OK;
+}
+
+/* send_seek asks the device to resume at row base ("#seek N"), or, without state, for the
+ * header. seek_pending stays set until the device took the command. */
+static perch_errno send_seek(void) {
+    char c[32] = "#seek ";
+    uint32_t n = 6;
+    perch_errno e;
+    if (stateful) {
+        char d[20];
+        int k = 0;
+        uint64_t v = base;
+        do d[k++] = (char)('0' + v % 10), v /= 10;
+        while (v > 0);
+        while (k > 0) c[n++] = d[--k];
+        c[n++] = '\n';
+        e = perch_uart_write(port.ptr, port.len, c, n);
+    } else {
+        e = perch_uart_write(port.ptr, port.len, "header\n", 7);
+    }
+    seek_pending = e != PERCH_OK;
+    return e;
+}
+
+/* save_position saves the position if it moved, after the poll's records were handed over. */
+static perch_errno save_position(perch_text *why) {
+    if (!stateful || (rows == saved && eof_done == eof_saved)) return PERCH_OK;
+    char v[40];
+    perch_text t = perch_text_init(v, sizeof v);
+    perch_text_u64(&t, rows);
+    if (eof_done) perch_text_cstr(&t, " eof");
+    perch_errno e = perch_state_set(STATE_KEY, STATE_KEY_LEN, v, t.len);
+    if (e != PERCH_OK) {
+        perch_text_cstr(why, "replay: save position: perch: ");
+        perch_text_cstr(why, perch_errno_name(e));
+        return e;
+    }
+    saved = rows, eof_saved = eof_done;
+    return PERCH_OK;
+}
 
 perch_errno perch_init(void) {
     static char msgbuf[1024];
@@ -76,15 +174,22 @@ perch_errno perch_init(void) {
     memcpy(series_buf, c_series.ptr, c_series.len);
     series = (perch_str){series_buf, c_series.len};
 
-    /* Ask for the header: an instance that starts in the middle of a replay (a restart) needs
-     * it. A port that is not granted is a configuration error; one that fails now may not. */
-    e = perch_uart_write(port.ptr, port.len, "header\n", 7);
+    /* Where the last instance stopped. */
+    e = load_position(&msg);
+    if (e != PERCH_OK) goto done;
+
+    /* Ask the device to resume there (or, without state, for the header: an instance that
+     * starts in the middle of a replay needs it). A port that is not granted is a
+     * configuration error; one that fails now may not be: the seek is tried again at each
+     * poll. */
+    e = send_seek();
     if (e == PERCH_EPERM) {
-        perch_text_cstr(&msg, "replay: header command: perch: EPERM");
+        perch_text_cstr(&msg, stateful ? "replay: seek command: perch: EPERM" : "replay: header command: perch: EPERM");
     } else if (e != PERCH_OK) {
         perch_text warn = perch_text_init(msgbuf, sizeof msgbuf);
-        perch_text_cstr(&warn, "perch_init: replay: header command: perch: ");
+        perch_text_cstr(&warn, stateful ? "perch_init: replay: seek command: perch: " : "perch_init: replay: header command: perch: ");
         perch_text_cstr(&warn, perch_errno_name(e));
+        perch_text_cstr(&warn, "; will retry at each poll");
         perch_log_text(PERCH_LEVEL_WARN, &warn);
         e = PERCH_OK;
     }
@@ -195,7 +300,7 @@ static void quote_cut(perch_text *t, const uint8_t *s, uint32_t n) {
 /* header parses the column names of a header line (after the prefix) into the template. */
 static void header(const uint8_t *s, uint32_t n) {
     ncols = 0;
-    rows = 0;
+    rows = base;
     perch_builder b;
     perch_builder_init(&b, tmpl, sizeof tmpl);
     perch_begin(&b, PERCH_KIND_READING, 0, PERCH_STR(""), series);
@@ -235,7 +340,10 @@ static perch_errno row(const uint8_t *s, uint32_t n, uint32_t *len) {
         }
         return PERCH_OK;
     }
-    if (out.cap - *len < tmpl_len && perch_buf_grow(&out, *len + tmpl_len, *len) == NULL) return PERCH_ENOSPC;
+    if (out.cap - *len < tmpl_len && perch_buf_grow(&out, *len + tmpl_len, *len) == NULL) {
+        rows--; /* not handled: a restart reads it again */
+        return PERCH_ENOSPC;
+    }
     uint8_t *r = out.ptr + *len;
     memcpy(r, tmpl, tmpl_len);
     const uint8_t *c = memchr(s, ',', n);
@@ -318,6 +426,12 @@ perch_errno perch_poll(int32_t max) {
     int32_t emitted = 0;
     int reads = 0;
     bad = 0;
+    if (seek_pending && (e = send_seek()) != PERCH_OK) {
+        perch_text_cstr(&why, stateful ? "replay: seek command: perch: " : "replay: header command: perch: ");
+        perch_text_cstr(&why, perch_errno_name(e));
+        perch_log_text(PERCH_LEVEL_ERROR, &why);
+        return e;
+    }
     while (emitted < max) {
         const uint8_t *nl = memchr(rx + pos, '\n', have - pos);
         if (nl == NULL) {
@@ -354,8 +468,9 @@ perch_errno perch_poll(int32_t max) {
         if (n > 0 && s[0] == '#') {
             if (n >= HEADER_LEN && perch_mem_eq(s, HEADER, HEADER_LEN)) {
                 header(s + HEADER_LEN, n - HEADER_LEN);
-            } else if (n == 4 && perch_mem_eq(s, "#eof", 4)) {
+            } else if (n == 4 && perch_mem_eq(s, "#eof", 4) && !eof_done) {
                 if ((e = eof(&len)) != PERCH_OK) break;
+                eof_done = 1;
                 emitted++;
             } else if (n >= 14 && perch_mem_eq(s, "#perch-replay ", 14)) {
                 perch_text *t = corrupt();
@@ -386,9 +501,19 @@ perch_errno perch_poll(int32_t max) {
     /* Good rows are handed over even when the call fails: the runtime keeps them and records
      * the errno. */
     if (e != PERCH_OK) perch_log_text(PERCH_LEVEL_ERROR, &why);
-    if (len) {
-        perch_errno ee = perch_emit(out.ptr, len);
-        if (e == PERCH_OK) e = ee;
+    perch_errno ee = len ? perch_emit(out.ptr, len) : PERCH_OK;
+    if (e == PERCH_OK) e = ee;
+    /* Then the position, once the rows are handed over: a restart resumes after them. (Saved
+     * before the emit, a fault in it would lose them.) */
+    if (ee == PERCH_OK) {
+        char sbuf[96];
+        perch_text st = perch_text_init(sbuf, sizeof sbuf);
+        perch_text_cstr(&st, "perch_poll failed: ");
+        perch_errno es = save_position(&st);
+        if (es != PERCH_OK) {
+            perch_log_text(PERCH_LEVEL_ERROR, &st);
+            if (e == PERCH_OK) e = es;
+        }
     }
     return e;
 }
