@@ -102,6 +102,22 @@ func (m *Module) Poll(ctx context.Context, max int) ([]byte, error) {
 	return m.inst.Poll(ctx, max)
 }
 
+// Snapshot calls the module's perch_snapshot and returns the state it handed over (nil when it
+// has no perch_snapshot or saved nothing): the old binary's half of a hot swap's state handoff
+// (sdk/ABI.md, State handoff). Errors are as for [Module.Process], or wrap
+// [ErrSnapshotTooBig].
+func (m *Module) Snapshot(ctx context.Context) ([]byte, error) {
+	return m.inst.Snapshot(ctx)
+}
+
+// Restore hands the module a snapshot through perch_buffer and perch_restore: the new binary's
+// half of the handoff. Errors: one wrapping [ErrNoRestore] (the module has no perch_restore),
+// an [ErrnoError] (it refused the snapshot) or a [Fault]. After an error other than
+// ErrNoRestore, a pipeline discards the instance and starts a fresh one.
+func (m *Module) Restore(ctx context.Context, snap []byte) error {
+	return m.inst.Restore(ctx, snap)
+}
+
 // MemoryBytes returns the size of the module's linear memory.
 func (m *Module) MemoryBytes() uint32 { return m.inst.MemoryBytes() }
 
@@ -128,6 +144,13 @@ const (
 	ReasonLogQuota   = wasm.ReasonLogQuota
 	ReasonBadRecord  = wasm.ReasonBadRecord
 )
+
+// ErrNoRestore is wrapped by [Module.Restore] for a module without perch_restore.
+var ErrNoRestore = wasm.ErrNoRestore
+
+// ErrSnapshotTooBig is wrapped by [Module.Snapshot] for a module that saved more than
+// abi.MaxSnapshot bytes.
+var ErrSnapshotTooBig = wasm.ErrSnapshotTooBig
 
 // StateStore keeps modules' key/value state.
 type StateStore = wasm.StateStore

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/perch-edge/perch/runtime/config"
+	"github.com/perch-edge/perch/runtime/internal/wasm"
 )
 
 // SwapReport says what a [Runtime.Swap] did.
@@ -18,12 +19,19 @@ type SwapReport struct {
 	// Compile is how long compiling the new binary took (or loading it from the cache).
 	Compile time.Duration
 	// Gap is how long the module made no call: from the end of the old instance's last call
-	// to the new instance being ready. Batches queued meanwhile; none was lost.
+	// to the new instance being ready, the state handoff included. Batches queued meanwhile;
+	// none was lost.
 	Gap time.Duration
 	// Started reports whether the new instance started; if not, its error is supervised as a
 	// fault (restart with backoff) like any other, and StartErr says why.
 	Started  bool
 	StartErr error
+	// Handoff is how many bytes of in-memory state the old instance handed to the new one
+	// (perch_snapshot, then perch_restore; see sdk/ABI.md, State handoff); 0 when nothing was
+	// handed over. HandoffErr says why a handoff was tried and failed, in which case the new
+	// instance started fresh; it is nil when the state was handed over or there was none.
+	Handoff    int
+	HandoffErr error
 }
 
 // ErrSwapRefused is wrapped by [Runtime.Swap] errors that leave the running module untouched.
@@ -42,8 +50,10 @@ type swapReq struct {
 // cache); a binary that does not compile, a manifest of another kind, or one whose needs the
 // module's grants do not cover is refused with ErrSwapRefused, and the old binary keeps running.
 // The module keeps its name, config, grants and state store (perch:state): the new instance
-// reads what the old one wrote. Its fault history is cleared, so that Health tells about the
-// new binary alone.
+// reads what the old one wrote. Its in-memory state is handed over when both binaries take part
+// (perch_snapshot and perch_restore, see sdk/ABI.md); a handoff that fails never stops the swap:
+// the new instance starts fresh and a module.handoff_failed event says why. Its fault history
+// is cleared, so that Health tells about the new binary alone.
 //
 // Swap is how the update agent installs a module and how it rolls one back (with the old
 // binary). It returns once the new instance is ready or failed to start, or with ctx's error.
@@ -96,7 +106,10 @@ func (r *Runtime) Swap(ctx context.Context, name string, bin []byte, man *config
 func (n *node) doSwap(ctx context.Context, req swapReq) {
 	rep := SwapReport{Module: n.mod.Name, OldVersion: n.version(), NewVersion: req.man.Version}
 	t0 := time.Now()
+	var snap []byte
 	if n.inst != nil {
+		// The old instance hands over its in-memory state; whatever goes wrong, the swap goes on.
+		snap, rep.HandoffErr = n.inst.Snapshot(ctx)
 		n.inst.Close(context.Background())
 		n.inst = nil
 	}
@@ -110,6 +123,9 @@ func (n *node) doSwap(ctx context.Context, req swapReq) {
 	n.stats.faultsSinceSwap.Store(0)
 	n.stats.errorsSinceSwap.Store(0)
 	inst, err := n.rt.engine.Instantiate(ctx, &n.spec)
+	if err == nil && len(snap) > 0 {
+		inst, err = n.restore(ctx, inst, snap, &rep)
+	}
 	if err != nil {
 		rep.StartErr = err
 		n.fault(ctx, err)
@@ -119,9 +135,38 @@ func (n *node) doSwap(ctx context.Context, req swapReq) {
 		rep.Started = true
 	}
 	rep.Gap = time.Since(t0)
-	n.rt.event(ctx, "module.swapped", n.mod.Name, fmt.Sprintf("%s %s -> %s in %v", req.man.Name, rep.OldVersion, rep.NewVersion, rep.Gap.Round(time.Microsecond)),
-		map[string]any{"from": rep.OldVersion, "to": rep.NewVersion, "started": rep.Started})
+	handoff := "none"
+	switch {
+	case rep.HandoffErr != nil:
+		handoff = "failed"
+		n.rt.event(ctx, "module.handoff_failed", n.mod.Name,
+			fmt.Sprintf("%s %s -> %s: the state was not handed over, the new binary starts fresh: %v", req.man.Name, rep.OldVersion, rep.NewVersion, rep.HandoffErr),
+			map[string]any{"from": rep.OldVersion, "to": rep.NewVersion, "error": rep.HandoffErr.Error()})
+	case rep.Handoff > 0:
+		handoff = "restored"
+	}
+	n.rt.event(ctx, "module.swapped", n.mod.Name, fmt.Sprintf("%s %s -> %s in %v, state handoff: %s (%d bytes)", req.man.Name, rep.OldVersion, rep.NewVersion, rep.Gap.Round(time.Microsecond), handoff, rep.Handoff),
+		map[string]any{"from": rep.OldVersion, "to": rep.NewVersion, "started": rep.Started, "handoff": handoff, "handoff_bytes": rep.Handoff})
 	req.reply <- rep
+}
+
+// restore hands the old instance's snapshot to the new instance inst. If inst refuses it, or
+// fails taking it, restore discards inst and returns a fresh instance instead (so that a
+// half-applied snapshot cannot linger), with the reason in rep.HandoffErr; err is set only when
+// that fresh instance does not start.
+func (n *node) restore(ctx context.Context, inst *wasm.Instance, snap []byte, rep *SwapReport) (*wasm.Instance, error) {
+	err := inst.Restore(ctx, snap)
+	switch {
+	case err == nil:
+		rep.Handoff = len(snap)
+		return inst, nil
+	case errors.Is(err, wasm.ErrNoRestore):
+		rep.HandoffErr = err
+		return inst, nil
+	}
+	rep.HandoffErr = fmt.Errorf("perch_restore failed: %w", err)
+	inst.Close(context.Background())
+	return n.rt.engine.Instantiate(ctx, &n.spec)
 }
 
 // version is the version of the binary the node runs.
@@ -143,7 +188,9 @@ type Health struct {
 	Version     string // the version of the binary it runs
 }
 
-// Health returns the module named name's health. It is safe for concurrent use.
+// Health returns the health of the module or model named name (for a model: Up while a model
+// is loaded, Errors its failed runs and non-finite scores since the last swap, Version its
+// card's). It is safe for concurrent use.
 func (r *Runtime) Health(name string) (Health, error) {
 	for _, n := range r.nodes {
 		if n.mod.Name != name {
@@ -153,5 +200,10 @@ func (r *Runtime) Health(name string) (Health, error) {
 		return Health{Up: s.up.Load(), Quarantined: s.quarantined.Load(), Faults: s.faultsSinceSwap.Load(),
 			Errors: s.errorsSinceSwap.Load(), RecordsOut: s.recordsOut.Load(), Swaps: s.swaps.Load(), Version: n.version()}, nil
 	}
-	return Health{}, fmt.Errorf("runtime: no module %q", name)
+	for _, m := range r.models { // model_swap.go
+		if m.running.Load().cfg.Name == name {
+			return m.health(), nil
+		}
+	}
+	return Health{}, fmt.Errorf("runtime: no module or model %q", name)
 }

@@ -30,6 +30,7 @@ const (
 	FuncLogWrite = "write" // perch:log/v1
 
 	FuncEmit = "emit" // perch:io/v1
+	FuncSave = "save" // perch:io/v1, only during perch_snapshot
 
 	FuncNow = "now_ns" // perch:clock/v1
 
@@ -59,7 +60,13 @@ const (
 	ExportInit       = "perch_init"        // () -> errno
 	ExportProcess    = "perch_process"     // (ptr, len i32) -> errno
 	ExportPoll       = "perch_poll"        // (max i32) -> errno
+	ExportSnapshot   = "perch_snapshot"    // () -> errno; optional: hands state to perch:io/v1 save
+	ExportRestore    = "perch_restore"     // (ptr, len i32) -> errno; optional: takes a snapshot back
 )
+
+// MaxSnapshot is the most bytes a module may save during one perch_snapshot call (the state it
+// hands to the next binary on a hot swap).
+const MaxSnapshot = 1 << 20
 
 // Log levels for perch:log/v1 write, matching log/slog's numeric levels.
 const (

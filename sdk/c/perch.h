@@ -19,6 +19,11 @@
  *   perch_errno perch_init(void);
  *   perch_errno perch_process(const uint8_t *batch, int32_t len);  filters and rules
  *   perch_errno perch_poll(int32_t max);                            drivers
+ *   perch_errno perch_snapshot(void);                                optional: hot swap handoff
+ *   perch_errno perch_restore(const uint8_t *snap, int32_t len);     optional: hot swap handoff
+ *
+ * On a hot swap the host calls the old binary's perch_snapshot, which hands its in-memory state
+ * to perch_save, and the new binary's perch_restore with those bytes (see "State handoff").
  *
  * Records cross the boundary as a batch of binary records. Read a batch with perch_iter and
  * perch_next, the fields and tags of a record with perch_fields / perch_tags and
@@ -26,8 +31,9 @@
  * perch_end into a perch_builder, and hand the whole batch to the host with one perch_emit call
  * at the end of perch_process or perch_poll. To never drop a record, write into a growable
  * perch_buf and call perch_builder_room before each record. Nothing here allocates except
- * perch_buf_reserve, perch_buf_grow (and so perch_builder_room), perch_config_read and
- * perch_config_decode.
+ * perch_buf_reserve, perch_buf_grow (and so perch_builder_room), perch_config_read,
+ * perch_config_decode and the snapshot writer (perch_snap_begin, perch_snap_put and the
+ * perch_snap_u8... functions that call it).
  *
  * Speed: under the Perch runtime every loop iteration a guest runs costs a trip to the host.
  * perch_next handles records of up to four fields and two tags without a loop; "Loop-free
@@ -108,6 +114,9 @@ static inline const char *perch_errno_name(perch_errno e) {
 #define PERCH_MAX_FIELDS  255
 #define PERCH_MAX_TAGS    255
 
+/* The most bytes perch_save takes during one perch_snapshot (sdk/abi MaxSnapshot). */
+#define PERCH_MAX_SNAPSHOT (1u << 20)
+
 /* ---- Host functions (imports) -------------------------------------------------------------- */
 /* Every one returns a perch_errno except perch_now_ns. The host bounds-checks every pointer and
  * copies what it reads before returning; it never keeps a pointer. */
@@ -118,6 +127,12 @@ static inline const char *perch_errno_name(perch_errno e) {
  * module's quota the host closes the module. */
 PERCH_IMPORT("perch:io/v1", "emit")
 perch_errno perch_emit(const void *batch, uint32_t len);
+
+/* perch:io/v1 save: appends len bytes to the snapshot the module hands to its next binary on a
+ * hot swap. Only during perch_snapshot (PERCH_EPERM otherwise); PERCH_EINVAL past
+ * PERCH_MAX_SNAPSHOT bytes in all, and then nothing is handed over. */
+PERCH_IMPORT("perch:io/v1", "save")
+perch_errno perch_save(const void *data, uint32_t len);
 
 /* perch:log/v1 write: logs len bytes of msg at level (PERCH_LEVEL_*). */
 PERCH_IMPORT("perch:log/v1", "write")
@@ -225,6 +240,8 @@ PERCH_EXPORT("perch_buffer") uint8_t *perch_buffer(int32_t size);
 PERCH_EXPORT("perch_init") perch_errno perch_init(void);
 PERCH_EXPORT("perch_process") perch_errno perch_process(const uint8_t *batch, int32_t len);
 PERCH_EXPORT("perch_poll") perch_errno perch_poll(int32_t max);
+PERCH_EXPORT("perch_snapshot") perch_errno perch_snapshot(void);
+PERCH_EXPORT("perch_restore") perch_errno perch_restore(const uint8_t *snap, int32_t len);
 
 /* PERCH_DEFINE_ABI_VERSION() defines perch_abi_version. */
 #define PERCH_DEFINE_ABI_VERSION() \
@@ -1628,7 +1645,184 @@ perch_process_each(const perch_buf *in, perch_builder *b, const perch_buf *out, 
     return b->len ? perch_emit(b->buf, b->len) : PERCH_OK;
 }
 
+/* ---- State handoff: perch_snapshot and perch_restore ----------------------------------------- */
+/*
+ * On a hot swap the host calls the old binary's perch_snapshot between two calls; it writes its
+ * in-memory state (a partial window, raised alerts) with perch_save. The host then starts the new
+ * binary (perch_init as usual), writes the bytes into its perch_buffer buffer and calls
+ * perch_restore(ptr, len). Both exports are optional: without them the new binary starts fresh.
+ *
+ * The bytes are the module's own: start them with a magic and a format version of yours
+ * (perch_snap_begin), and have perch_restore refuse (PERCH_EINVAL, perch_restore_refuse) any
+ * snapshot it does not understand, wholly, before changing any state; the host then starts a
+ * fresh instance and records why. perch_snap_w writes a snapshot, perch_snap_r reads one with
+ * every read bounds-checked:
+ *
+ *   perch_errno perch_snapshot(void) {
+ *       perch_snap_w w = perch_snap_begin(MAGIC, 1, config_hash);
+ *       perch_snap_u64(&w, count);
+ *       return perch_snap_save(&w);
+ *   }
+ *   perch_errno perch_restore(const uint8_t *p, int32_t len) {
+ *       perch_snap_r r;
+ *       if (!perch_snap_open(&r, &in, p, len, MAGIC, 1, config_hash)) return perch_restore_refuse(r.why);
+ *       uint64_t n = perch_snap_get_u64(&r);
+ *       if (!perch_snap_done(&r)) return perch_restore_refuse(r.why);
+ *       count = n;
+ *       return PERCH_OK;
+ *   }
+ */
+
 #ifndef PERCH_NO_MALLOC
+/* perch_snap_r reads a snapshot. A read past the end or a bad value sets why (and every later
+ * read returns zeroes); perch_snap_done checks that all was read and nothing failed. */
+typedef struct {
+    const uint8_t *p;
+    uint32_t len, off;
+    const char *why; /* NULL while all is well */
+} perch_snap_r;
+
+/* perch_snap_fail records why the snapshot cannot be read (the first reason wins). */
+static inline void perch_snap_fail(perch_snap_r *r, const char *why) {
+    if (r->why == NULL) r->why = why;
+    r->off = r->len;
+}
+
+/* perch_snap_get returns the next n bytes, or NULL (and why is set) past the end. */
+static inline const uint8_t *perch_snap_get(perch_snap_r *r, uint32_t n) {
+    if (r->why != NULL || n > r->len - r->off) {
+        perch_snap_fail(r, "the snapshot is truncated");
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->off;
+    r->off += n;
+    return p;
+}
+
+static inline uint8_t perch_snap_get_u8(perch_snap_r *r) {
+    const uint8_t *p = perch_snap_get(r, 1);
+    return p ? p[0] : 0;
+}
+
+static inline uint32_t perch_snap_get_u32(perch_snap_r *r) {
+    uint32_t v = 0;
+    const uint8_t *p = perch_snap_get(r, 4);
+    if (p) memcpy(&v, p, 4);
+    return v;
+}
+
+static inline uint64_t perch_snap_get_u64(perch_snap_r *r) {
+    uint64_t v = 0;
+    const uint8_t *p = perch_snap_get(r, 8);
+    if (p) memcpy(&v, p, 8);
+    return v;
+}
+
+static inline double perch_snap_get_f64(perch_snap_r *r) {
+    double v = 0;
+    const uint8_t *p = perch_snap_get(r, 8);
+    if (p) memcpy(&v, p, 8);
+    return v;
+}
+
+/* perch_snap_open starts reading the snapshot perch_restore was handed: it checks that it lies
+ * inside in (the perch_buffer buffer) and that its header is magic (4 bytes), version and config
+ * (a hash of the config the snapshot was taken under, or 0 to skip the check). It returns 0, with
+ * r->why set, for a snapshot this module cannot take. */
+static inline int perch_snap_open(perch_snap_r *r, const perch_buf *in, const uint8_t *p, int32_t len,
+                                  const char magic[4], uint32_t version, uint64_t config) {
+    *r = (perch_snap_r){p, len < 0 ? 0 : (uint32_t)len, 0, NULL};
+    if (!perch_buf_holds(in, p, len)) {
+        perch_snap_fail(r, "the snapshot is not inside the perch_buffer buffer");
+        return 0;
+    }
+    const uint8_t *m = perch_snap_get(r, 4);
+    if (m == NULL || memcmp(m, magic, 4) != 0) {
+        perch_snap_fail(r, "the snapshot is not one of this module's (unknown magic)");
+        return 0;
+    }
+    if (perch_snap_get_u32(r) != version) {
+        perch_snap_fail(r, "the snapshot's format version is not one this binary reads");
+        return 0;
+    }
+    uint64_t c = perch_snap_get_u64(r);
+    if (r->why == NULL && config != 0 && c != config) perch_snap_fail(r, "the snapshot was taken under another config");
+    return r->why == NULL;
+}
+
+/* perch_snap_done reports whether the snapshot was read to its end without a problem. */
+static inline int perch_snap_done(perch_snap_r *r) {
+    if (r->why == NULL && r->off != r->len) perch_snap_fail(r, "the snapshot has bytes after its end");
+    return r->why == NULL;
+}
+
+/* perch_restore_refuse logs "perch_restore: refused: <why>" at warning level and returns
+ * PERCH_EINVAL, for perch_restore to return: the host then starts the module fresh. */
+static inline perch_errno perch_restore_refuse(const char *why) {
+    char buf[200];
+    perch_text t = perch_text_init(buf, sizeof buf);
+    perch_text_cstr(&t, "perch_restore: refused: ");
+    perch_text_cstr(&t, why ? why : "unknown");
+    perch_log_text(PERCH_LEVEL_WARN, &t);
+    return PERCH_EINVAL;
+}
+
+/* perch_snap_w writes a snapshot into a growing heap buffer; failed is set when memory ran out
+ * or the snapshot grew past PERCH_MAX_SNAPSHOT. */
+typedef struct {
+    perch_buf buf;
+    uint32_t len;
+    int failed;
+} perch_snap_w;
+
+/* perch_snap_put appends n bytes. */
+static inline void perch_snap_put(perch_snap_w *w, const void *p, uint32_t n) {
+    if (w->failed) return;
+    if (n > PERCH_MAX_SNAPSHOT - w->len) {
+        w->failed = 1;
+        return;
+    }
+    if (w->len + n > w->buf.cap) {
+        uint8_t *q = perch_buf_grow(&w->buf, w->len + n, w->len);
+        if (q == NULL) {
+            w->failed = 1;
+            return;
+        }
+    }
+    memcpy(w->buf.ptr + w->len, p, n);
+    w->len += n;
+}
+
+static inline void perch_snap_u8(perch_snap_w *w, uint8_t v) { perch_snap_put(w, &v, 1); }
+static inline void perch_snap_u32(perch_snap_w *w, uint32_t v) { perch_snap_put(w, &v, 4); }
+static inline void perch_snap_u64(perch_snap_w *w, uint64_t v) { perch_snap_put(w, &v, 8); }
+static inline void perch_snap_f64(perch_snap_w *w, double v) { perch_snap_put(w, &v, 8); }
+
+/* perch_snap_begin starts a snapshot with its header: magic (4 bytes), format version and config
+ * (see perch_snap_open). */
+static inline perch_snap_w perch_snap_begin(const char magic[4], uint32_t version, uint64_t config) {
+    perch_snap_w w = {{NULL, 0}, 0, 0};
+    perch_snap_put(&w, magic, 4);
+    perch_snap_u32(&w, version);
+    perch_snap_u64(&w, config);
+    return w;
+}
+
+/* perch_snap_save hands the snapshot to the host (perch_save), frees it and returns the errno for
+ * perch_snapshot to return: PERCH_ENOSPC (logged at warning level) when it could not be written
+ * whole, and then nothing is handed over. */
+static inline perch_errno perch_snap_save(perch_snap_w *w) {
+    perch_errno e = PERCH_ENOSPC;
+    if (w->failed) {
+        perch_log(PERCH_LEVEL_WARN, "perch_snapshot: the state does not fit in a snapshot (out of memory, or over 1 MiB)");
+    } else {
+        e = perch_save(w->buf.ptr, w->len);
+    }
+    free(w->buf.ptr);
+    *w = (perch_snap_w){{NULL, 0}, 0, 0};
+    return e;
+}
+
 /* perch_init_config reads the config for perch_init (perch_config_read). On an error it appends
  * "perch: config: perch: <ERRNO>" to msg (which holds "perch_init failed: "), logs msg at error
  * level and returns the errno, for perch_init to return; nothing is then allocated. */

@@ -14,6 +14,11 @@
 // provides those exports and perch_buffer; the module provides a [Module] with the functions they
 // call.
 //
+// A module that keeps state in memory (a partial window, a raised alert) can hand it to its next
+// binary on a hot swap: set [Module.Snapshot] to return it as bytes of a format of your own and
+// [Module.Restore] to take them back (perch_snapshot and perch_restore; sdk/ABI.md, State
+// handoff). Without them the next binary starts fresh.
+//
 // Records a module produces go into an [Out]. Everything written to it during one call is emitted
 // to the host at the end of that call, as one batch. The SDK reuses its input and output buffers
 // across calls, so the per-record path allocates nothing once the buffers have grown to the size

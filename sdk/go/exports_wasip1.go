@@ -19,3 +19,9 @@ func exportProcess(ptr, n uint32) uint32 { return uint32(process(uintptr(ptr), n
 
 //go:wasmexport perch_poll
 func exportPoll(limit int32) uint32 { return uint32(poll(limit)) }
+
+//go:wasmexport perch_snapshot
+func exportSnapshot() uint32 { return uint32(snapshot()) }
+
+//go:wasmexport perch_restore
+func exportRestore(ptr, n uint32) uint32 { return uint32(restore(uintptr(ptr), n)) }

@@ -14,6 +14,7 @@ import (
 const enosys = uint32(abi.ENOSYS)
 
 func hostEmit(*byte, uint32) uint32                             { return enosys }
+func hostSave(*byte, uint32) uint32                             { return enosys }
 func hostLogWrite(int32, string) uint32                         { return enosys }
 func hostNow() int64                                            { return time.Now().UnixNano() }
 func hostConfigGet(*byte, uint32, *uint32) uint32               { return enosys }

@@ -10,6 +10,9 @@ package perch
 //go:wasmimport perch:io/v1 emit
 func hostEmit(ptr *byte, n uint32) uint32
 
+//go:wasmimport perch:io/v1 save
+func hostSave(ptr *byte, n uint32) uint32
+
 //go:wasmimport perch:log/v1 write
 func hostLogWrite(level int32, msg string) uint32
 

@@ -22,6 +22,20 @@ type Module struct {
 
 	// Poll produces up to max records (perch_poll). Errors are handled as for Process.
 	Poll func(max int, out *Out) error
+
+	// Snapshot returns the module's in-memory state for its next binary, on a hot swap
+	// (perch_snapshot; sdk/ABI.md, State handoff), at most abi.MaxSnapshot bytes. Optional:
+	// without it, or when it returns nothing, nothing is handed over and the next binary starts
+	// fresh. Start the bytes with a format version of your own, so that Restore can tell. An
+	// error is logged and nothing is handed over.
+	Snapshot func() ([]byte, error)
+
+	// Restore takes back the state an earlier binary's Snapshot returned (perch_restore), after
+	// Init and before any other call; snap is valid only during the call. It must return an
+	// error, before changing anything, for a snapshot it does not understand (another format
+	// version, another module's); the error is logged and the host then starts the module
+	// fresh. Optional: without it every snapshot is refused (ENOSYS).
+	Restore func(snap []byte) error
 }
 
 const (
@@ -40,6 +54,11 @@ type guest struct {
 }
 
 var g guest
+
+// saveSnapshot hands a snapshot to the host (perch:io/v1 save); tests replace it.
+var saveSnapshot = func(b []byte) abi.Errno {
+	return abi.Errno(hostSave(ptr(b), uint32(len(b))))
+}
 
 // emitBatch hands a batch to the host; tests replace it.
 var emitBatch = func(b []byte) abi.Errno {
@@ -146,6 +165,52 @@ func poll(limit int32) abi.Errno {
 	}
 	g.out.reset()
 	return g.finish("perch_poll failed: ", g.mod.Poll(int(limit), &g.out))
+}
+
+// snapshot implements perch_snapshot.
+func snapshot() abi.Errno {
+	if g.mod.Snapshot == nil {
+		return abi.OK
+	}
+	b, err := g.mod.Snapshot()
+	switch {
+	case err != nil:
+		Log(abi.LevelError, "perch_snapshot failed: "+err.Error())
+		return errnoOf(err, abi.EIO)
+	case len(b) == 0:
+		return abi.OK
+	case len(b) > abi.MaxSnapshot:
+		Logf(abi.LevelError, "perch_snapshot failed: the snapshot is %d bytes, more than %d", len(b), abi.MaxSnapshot)
+		return abi.ENOSPC
+	}
+	return saveSnapshot(b)
+}
+
+// restore implements perch_restore.
+func restore(p uintptr, n uint32) abi.Errno {
+	if g.mod.Restore == nil {
+		Log(abi.LevelWarn, "perch_restore: refused: the module takes no snapshot (no Module.Restore)")
+		return abi.ENOSYS
+	}
+	snap, ok := batch(p, n)
+	if !ok {
+		Log(abi.LevelError, "perch_restore failed: the snapshot is not inside the perch_buffer buffer")
+		return abi.EFAULT
+	}
+	if err := g.mod.Restore(snap); err != nil {
+		Log(abi.LevelWarn, "perch_restore: refused: "+err.Error())
+		return errnoOf(err, abi.EINVAL)
+	}
+	return abi.OK
+}
+
+// errnoOf returns the errno err carries (an abi.Errno in its chain), or def.
+func errnoOf(err error, def abi.Errno) abi.Errno {
+	var e abi.Errno
+	if errors.As(err, &e) && e != abi.OK {
+		return e
+	}
+	return def
 }
 
 // finish emits the call's output, or logs err and drops the output.

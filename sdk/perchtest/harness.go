@@ -312,7 +312,7 @@ func NewDiff(t testing.TB, name, cfg string, ref func(cfg string) (*Reference, e
 		t.Fatalf("Go reference with %s: %v", cfg, err)
 	}
 	c, l := MustLoadBuilt(t, name, cfg)
-	return &Diff{Ref: g, C: c, Logs: l, Source: name, RelTol: relTol}
+	return &Diff{Ref: g, C: c, Logs: l, Source: name, RelTol: relTol, cfg: cfg}
 }
 
 // Diff is a C module and its Go reference with the same config, fed the same batches.
@@ -323,6 +323,7 @@ type Diff struct {
 	Source  string  // the C module's name: the source of its records where the reference's have none
 	RelTol  float64 // how far field values may differ, relative (see Near)
 	Records int     // output records compared so far
+	cfg     string  // the raw config both were made with
 }
 
 // Process feeds one batch to both and compares what they emit ([SameRecords]) and how they fail:

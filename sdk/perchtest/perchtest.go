@@ -23,6 +23,13 @@
 // reference logic: [Diff] feeds both the same batches and compares the records ([SameRecords],
 // floating-point values within a relative tolerance) and the failures, [GoConfig] decodes a
 // config as the Go SDK did, and [SameInit] compares how both take a config.
+//
+// # Hot swap state handoff
+//
+// [Module.Snapshot] and [Module.Restore] call a module's perch_snapshot and perch_restore;
+// [Module.Handoff] hands a module's state to a fresh instance as a pipeline's hot swap does, and
+// [Diff.Swap] does so to the C module of a pair while its reference runs on, so that a test shows
+// the module carries on exactly as without the swap.
 package perchtest
 
 import (
@@ -69,7 +76,8 @@ const DefaultDeadline = 2 * time.Second
 
 // Module is a loaded module under test.
 type Module struct {
-	m *runtime.Module
+	m      *runtime.Module
+	closed bool
 }
 
 // Load loads the module, failing the test on any error. It is closed when the test ends.
@@ -119,8 +127,14 @@ func Open(o Options) (*Module, error) {
 	return &Module{m: m}, nil
 }
 
-// Close closes the module.
-func (m *Module) Close() error { return m.m.Close(context.Background()) }
+// Close closes the module. It is safe to call more than once.
+func (m *Module) Close() error {
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	return m.m.Close(context.Background())
+}
 
 // Process feeds the records to the module in one batch and returns what it emitted. Errors
 // (faults, errnos) fail the test; use [Module.TryProcess] to test them.

@@ -229,6 +229,8 @@ type Instance struct {
 	buffer api.Function
 	proc   api.Function
 	poll   api.Function
+	snapFn api.Function // perch_snapshot, nil if the module has none
+	restFn api.Function // perch_restore, nil if the module has none
 
 	// Per-call state, touched by host functions during a call.
 	out        []byte // records emitted in this call, sources filled in
@@ -243,6 +245,11 @@ type Instance struct {
 	logs       logLimit // guest log lines per second, across calls
 
 	inferScratch inferState // perch:infer/v1 buffers (infer.go)
+
+	// The state handoff (Snapshot): what perch:io/v1 save collected during perch_snapshot.
+	snapshotting bool   // a perch_snapshot call is running: save is allowed
+	snap         []byte // the bytes saved so far
+	snapTooBig   bool   // a save would have grown snap past abi.MaxSnapshot
 }
 
 // Instantiate compiles (from the cache when warm) and instantiates a module, runs its
@@ -296,6 +303,8 @@ func (e *Engine) Instantiate(ctx context.Context, spec *Spec) (inst *Instance, e
 	i.buffer = i.mod.ExportedFunction(abi.ExportBuffer)
 	i.proc = i.mod.ExportedFunction(abi.ExportProcess)
 	i.poll = i.mod.ExportedFunction(abi.ExportPoll)
+	i.snapFn = i.mod.ExportedFunction(abi.ExportSnapshot)
+	i.restFn = i.mod.ExportedFunction(abi.ExportRestore)
 	if err := i.mod.ExportedFunction(abi.ExportABIVersion).CallWithStack(cctx, i.stack); err != nil {
 		return nil, i.fault("init", err)
 	}
@@ -377,20 +386,106 @@ func (i *Instance) Process(ctx context.Context, in []byte) (out []byte, err erro
 	cctx, cancel := i.callContext(ctx)
 	defer cancel()
 	i.reset()
-	i.stack[0] = uint64(len(in))
-	if err := i.buffer.CallWithStack(cctx, i.stack); err != nil {
-		return nil, i.fault("perch_buffer", err)
+	if err := i.writeIn(ctx, cctx, "a batch", in); err != nil {
+		return nil, err
 	}
-	ptr := uint32(i.stack[0])
-	if ptr == 0 && len(in) > 0 || !i.mem.Write(ptr, in) {
-		return nil, i.closeWith(ctx, "perch_buffer", abi.ExitBadPointer,
-			fmt.Sprintf("perch_buffer(%d) returned %#x, outside memory of %d bytes", len(in), ptr, i.mem.Size()))
-	}
-	i.stack[0], i.stack[1] = uint64(ptr), uint64(len(in))
 	if err := i.proc.CallWithStack(cctx, i.stack); err != nil {
 		return nil, i.fault("perch_process", err)
 	}
 	return i.out, i.errno("perch_process")
+}
+
+// writeIn writes data (what, for messages) into the buffer the guest's perch_buffer hands out
+// and leaves its (ptr, len) in i.stack[0:2] for the export that takes it. A buffer outside
+// memory closes the guest (bad_pointer).
+func (i *Instance) writeIn(ctx, cctx context.Context, what string, data []byte) error {
+	i.stack[0] = uint64(len(data))
+	if err := i.buffer.CallWithStack(cctx, i.stack); err != nil {
+		return i.fault("perch_buffer", err)
+	}
+	ptr := uint32(i.stack[0])
+	if ptr == 0 && len(data) > 0 || !i.mem.Write(ptr, data) {
+		return i.closeWith(ctx, "perch_buffer", abi.ExitBadPointer,
+			fmt.Sprintf("perch_buffer(%d) for %s returned %#x, outside memory of %d bytes", len(data), what, ptr, i.mem.Size()))
+	}
+	i.stack[0], i.stack[1] = uint64(ptr), uint64(len(data))
+	return nil
+}
+
+// ErrNoRestore is returned (wrapped) by [Instance.Restore] for a module that does not export
+// perch_restore: it cannot take a snapshot and starts fresh.
+var ErrNoRestore = errors.New("wasm: the module does not export perch_restore")
+
+// ErrSnapshotTooBig is returned (wrapped) by [Instance.Snapshot] when the module tried to save
+// more than [abi.MaxSnapshot] bytes. Nothing is handed over.
+var ErrSnapshotTooBig = errors.New("wasm: snapshot too big")
+
+// HasSnapshot reports whether the module exports perch_snapshot.
+func (i *Instance) HasSnapshot() bool { return i.snapFn != nil }
+
+// HasRestore reports whether the module exports perch_restore.
+func (i *Instance) HasRestore() bool { return i.restFn != nil }
+
+// Snapshot calls the guest's perch_snapshot, under the module's deadline, and returns the bytes
+// it handed over with perch:io/v1 save (a new slice the caller owns, at most [abi.MaxSnapshot]
+// bytes). It is the old instance's half of a hot swap's state handoff: call it between two
+// calls, then close the instance. A module without perch_snapshot, or one that saved nothing,
+// gives nil and no error. What the guest emits during the call is dropped.
+//
+// A non-nil error means nothing is handed over: a *Fault (the guest trapped, overran its
+// deadline or passed a bad pointer to save; the instance is closed), an *ErrnoError (the guest
+// declined; the instance is fine), or an error wrapping [ErrSnapshotTooBig].
+func (i *Instance) Snapshot(ctx context.Context) (snap []byte, err error) {
+	if i.snapFn == nil {
+		return nil, nil
+	}
+	defer i.guard(&err)
+	cctx, cancel := i.callContext(ctx)
+	defer cancel()
+	i.reset()
+	i.snap, i.snapTooBig, i.snapshotting = nil, false, true
+	defer func() { i.snap, i.snapTooBig, i.snapshotting = nil, false, false }()
+	if err := i.snapFn.CallWithStack(cctx, i.stack); err != nil {
+		return nil, i.fault(abi.ExportSnapshot, err)
+	}
+	i.reset()
+	if i.snapTooBig {
+		return nil, fmt.Errorf("module %s: %s: %w: it saved more than %d bytes", i.spec.Name, abi.ExportSnapshot, ErrSnapshotTooBig, abi.MaxSnapshot)
+	}
+	if err := i.errno(abi.ExportSnapshot); err != nil {
+		return nil, err
+	}
+	return i.snap, nil
+}
+
+// Restore hands a snapshot taken by [Instance.Snapshot] of the module's previous binary to this
+// instance: it writes snap into the buffer perch_buffer hands out and calls perch_restore(ptr,
+// len) under the module's deadline. It is the new instance's half of a hot swap's state
+// handoff: call it after Instantiate and before the first call. What the guest emits during the
+// call is dropped.
+//
+// Errors: one wrapping [ErrNoRestore] (the module does not export perch_restore; nothing was
+// called), an *ErrnoError (the guest refused the snapshot, for example one of a format it does
+// not know) or a *Fault (the instance is closed). After any error other than ErrNoRestore the
+// caller should discard the instance and start a fresh one, so that a half-applied snapshot
+// cannot linger.
+func (i *Instance) Restore(ctx context.Context, snap []byte) (err error) {
+	if i.restFn == nil {
+		return fmt.Errorf("module %s: %w", i.spec.Name, ErrNoRestore)
+	}
+	defer i.guard(&err)
+	cctx, cancel := i.callContext(ctx)
+	defer cancel()
+	i.reset()
+	if err := i.writeIn(ctx, cctx, "a snapshot for perch_restore", snap); err != nil {
+		return err
+	}
+	if err := i.restFn.CallWithStack(cctx, i.stack); err != nil {
+		return i.fault(abi.ExportRestore, err)
+	}
+	err = i.errno(abi.ExportRestore)
+	i.reset()
+	return err
 }
 
 // Poll calls the driver's perch_poll for up to max records and returns what it emitted, valid

@@ -119,6 +119,7 @@ func hostFuncs() []hostFunc {
 	return []hostFunc{
 		{abi.ModuleLog, abi.FuncLogWrite, (*Instance).logWrite, []api.ValueType{i32, i32, i32}, errno},
 		{abi.ModuleIO, abi.FuncEmit, (*Instance).emit, []api.ValueType{i32, i32}, errno},
+		{abi.ModuleIO, abi.FuncSave, (*Instance).save, []api.ValueType{i32, i32}, errno},
 		{abi.ModuleClock, abi.FuncNow, (*Instance).nowNS, nil, []api.ValueType{i64}},
 		{abi.ModuleConfig, abi.FuncConfigGet, (*Instance).configGet, []api.ValueType{i32, i32, i32}, errno},
 		{abi.ModuleState, abi.FuncStateGet, (*Instance).stateGet, []api.ValueType{i32, i32, i32, i32, i32}, errno},
@@ -255,6 +256,29 @@ func (i *Instance) emit(ctx context.Context, mod api.Module, stack []uint64) {
 	if err := it.Err(); err != nil {
 		i.kill(ctx, mod, abi.ExitBadRecord, "emit: %v", err)
 	}
+	ret(stack, abi.OK)
+}
+
+// save is perch:io/v1 save(ptr i32, len i32) -> errno.
+//
+// Appends the bytes at [ptr, ptr+len) to the snapshot the module hands to the next binary on a
+// hot swap (see [Instance.Snapshot]). Only valid during perch_snapshot. Reads guest memory only.
+// Errnos: OK; EPERM outside perch_snapshot (nothing is kept); EINVAL when the snapshot would
+// grow past [abi.MaxSnapshot] bytes (the whole snapshot is then discarded: the next binary
+// starts fresh). A bad pointer closes the guest (bad_pointer).
+func (i *Instance) save(ctx context.Context, mod api.Module, stack []uint64) {
+	ptr, n := uint32(stack[0]), uint32(stack[1])
+	if !i.snapshotting {
+		ret(stack, abi.EPERM)
+		return
+	}
+	data := i.read(ctx, mod, "save", ptr, n)
+	if i.snapTooBig || uint64(len(i.snap))+uint64(n) > abi.MaxSnapshot {
+		i.snapTooBig = true
+		ret(stack, abi.EINVAL)
+		return
+	}
+	i.snap = append(i.snap, data...)
 	ret(stack, abi.OK)
 }
 

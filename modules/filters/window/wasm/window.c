@@ -24,6 +24,12 @@
  * matched by their position in the previous record of the same (source, series), strings are
  * compared 8 bytes at a time, and the (source, series) of the previous record is cached.
  *
+ * Hot swap: perch_snapshot hands the open window (every group and field, in order, with its
+ * running count, mean, M2, min and max) and the drop counters to the next binary, and
+ * perch_restore takes them back, so that a window that spans a swap is summarized exactly as
+ * without it. The snapshot is format "PWIN" version 1 (see snapshot below); perch_restore refuses
+ * another format, another config, or one that does not check out.
+ *
  * Build (from the repository root; make modules does this):
  *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -std=c11 -Wall -Wextra \
  *         -Werror -Isdk/c -Wl,--strip-all -o build/modules/window.wasm \
@@ -60,6 +66,7 @@ static uint32_t tag_len;
 static char series_filter[PERCH_MAX_STRING];
 static uint32_t series_len;
 static int64_t length; /* ns, > 0 */
+static uint64_t config_hash; /* of the config JSON, never 0: a snapshot is for this config only */
 
 /* State. */
 static int is_open; /* a window is open: start is valid */
@@ -127,6 +134,7 @@ perch_errno perch_init(void) {
     memcpy(series_filter, series.ptr, series.len);
     series_len = series.len;
     length = d;
+    config_hash = perch_hash(json, n) | 1;
 done:
     return perch_init_finish(e, &msg, json, arena);
 }
@@ -317,4 +325,119 @@ static inline __attribute__((always_inline)) void reading(const perch_record *r)
 
 perch_errno perch_process(const uint8_t *batch, int32_t len) {
     return perch_process_each(&in, &b, &out, batch, len, reading); /* two records per loop iteration */
+}
+
+/* ---- Hot swap: snapshot and restore ---------------------------------------------------------- */
+
+/* The snapshot, after perch_snap_begin's header ("PWIN", version 1, the config's hash), all
+ * little-endian:
+ *   u8 is_open | i64 start | i64 length | u64 late, dropped_groups, dropped_fields,
+ *   dropped_summaries | u32 ngroups | ngroups x group
+ *   group: u32 key_len | key (u8 len, source, u8 len, series) | u8 has_data | u32 nfields |
+ *          nfields x (u8 len | name | i64 n | f64 mean, m2, lo, hi) */
+static const char magic[4] = {'P', 'W', 'I', 'N'};
+#define SNAP_VERSION 1
+
+perch_errno perch_snapshot(void) {
+    perch_snap_w w = perch_snap_begin(magic, SNAP_VERSION, config_hash);
+    perch_snap_u8(&w, (uint8_t)is_open);
+    perch_snap_u64(&w, (uint64_t)start);
+    perch_snap_u64(&w, (uint64_t)length);
+    perch_snap_u64(&w, late);
+    perch_snap_u64(&w, dropped_groups);
+    perch_snap_u64(&w, dropped_fields);
+    perch_snap_u64(&w, dropped_summaries);
+    perch_snap_u32(&w, ngroups);
+    for (uint32_t gi = 0; gi < ngroups; gi++) {
+        const group *g = groups[gi];
+        perch_snap_u32(&w, g->key_len);
+        perch_snap_put(&w, g->key, g->key_len);
+        perch_snap_u8(&w, (uint8_t)g->has_data);
+        perch_snap_u32(&w, g->nfields);
+        for (uint32_t i = 0; i < g->nfields; i++) {
+            const acc *a = &g->fields[i];
+            perch_snap_u8(&w, a->len);
+            perch_snap_put(&w, a->name, a->len);
+            perch_snap_u64(&w, (uint64_t)a->n);
+            perch_snap_f64(&w, a->mean);
+            perch_snap_f64(&w, a->m2);
+            perch_snap_f64(&w, a->lo);
+            perch_snap_f64(&w, a->hi);
+        }
+    }
+    return perch_snap_save(&w);
+}
+
+/* restore_groups reads the groups of a snapshot; with apply 0 it only checks them, with apply 1
+ * it creates them (the module must be fresh). It returns 0 with r->why set on a problem. */
+static int restore_groups(perch_snap_r *r, uint32_t n, int apply) {
+    for (uint32_t gi = 0; gi < n && r->why == NULL; gi++) {
+        uint32_t key_len = perch_snap_get_u32(r);
+        const uint8_t *key = perch_snap_get(r, key_len);
+        if (key == NULL) break;
+        if (key_len < 2 || key[0] > key_len - 2 || 2u + key[0] + key[1 + key[0]] != key_len) {
+            perch_snap_fail(r, "a group's key is malformed");
+            break;
+        }
+        uint8_t has_data = perch_snap_get_u8(r);
+        uint32_t nf = perch_snap_get_u32(r);
+        if (nf > MAX_FIELDS) {
+            perch_snap_fail(r, "a group has more than 51 fields");
+            break;
+        }
+        group *g = NULL;
+        if (apply && (g = find_group(key, key_len)) == NULL) {
+            perch_snap_fail(r, "out of memory");
+            break;
+        }
+        for (uint32_t i = 0; i < nf && r->why == NULL; i++) {
+            uint8_t len = perch_snap_get_u8(r);
+            const uint8_t *name = perch_snap_get(r, len);
+            int64_t cnt = (int64_t)perch_snap_get_u64(r);
+            double mean = perch_snap_get_f64(r), m2 = perch_snap_get_f64(r);
+            double lo = perch_snap_get_f64(r), hi = perch_snap_get_f64(r);
+            if (r->why != NULL) break;
+            if (cnt < 0) {
+                perch_snap_fail(r, "a field has a negative count");
+                break;
+            }
+            if (apply) {
+                acc *a = find_field(g, (const char *)name, len);
+                if (a == NULL) {
+                    perch_snap_fail(r, "out of memory");
+                    break;
+                }
+                a->n = cnt, a->mean = mean, a->m2 = m2, a->lo = lo, a->hi = hi;
+            }
+        }
+        if (apply && r->why == NULL) g->has_data = has_data != 0;
+    }
+    return r->why == NULL;
+}
+
+/* restore_from reads the whole snapshot, checking it (apply 0) or taking it (apply 1). */
+static int restore_from(perch_snap_r *r, const uint8_t *snap, int32_t len, int apply) {
+    if (!perch_snap_open(r, &in, snap, len, magic, SNAP_VERSION, config_hash)) return 0;
+    uint8_t open = perch_snap_get_u8(r);
+    int64_t s = (int64_t)perch_snap_get_u64(r);
+    int64_t l = (int64_t)perch_snap_get_u64(r);
+    uint64_t c[4];
+    for (int i = 0; i < 4; i++) c[i] = perch_snap_get_u64(r);
+    uint32_t n = perch_snap_get_u32(r);
+    if (r->why == NULL && (open > 1 || l != length)) perch_snap_fail(r, "the snapshot's window is not this one's");
+    if (r->why == NULL && n > MAX_GROUPS) perch_snap_fail(r, "the snapshot has more than 1024 groups");
+    if (r->why != NULL) return 0;
+    if (apply) {
+        is_open = open, start = s;
+        late = c[0], dropped_groups = c[1], dropped_fields = c[2], dropped_summaries = c[3];
+    }
+    return restore_groups(r, n, apply) && perch_snap_done(r);
+}
+
+perch_errno perch_restore(const uint8_t *snap, int32_t len) {
+    if (is_open || ngroups != 0) return perch_restore_refuse("the module has state already: restore into a fresh one");
+    perch_snap_r r;
+    if (!restore_from(&r, snap, len, 0)) return perch_restore_refuse(r.why); /* nothing changed */
+    if (!restore_from(&r, snap, len, 1)) return perch_restore_refuse(r.why); /* out of memory */
+    return PERCH_OK;
 }

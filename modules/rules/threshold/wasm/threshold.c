@@ -21,6 +21,13 @@
  * perch.h): strings are compared and hashed 8 bytes at a time and
  * the (source, series) of the previous record is cached.
  *
+ * Hot swap: perch_snapshot hands every (source, series)'s state (the raised alert's side, the side
+ * the value is pending beyond and since when) and the drop counter to the next binary, and
+ * perch_restore takes them back, so that an alert raised before a swap is not raised again after
+ * it and is cleared when the value comes back. The snapshot is format "PTHR" version 1 (see
+ * snapshot below); perch_restore refuses another format, another config, or one that does not
+ * check out.
+ *
  * Build (from the repository root; make modules does this):
  *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -mbulk-memory -std=c11 -Wall -Wextra \
  *         -Werror -Isdk/c -Wl,--strip-all -o build/modules/threshold.wasm \
@@ -51,6 +58,7 @@ static char series_filter[PERCH_MAX_STRING], field[PERCH_MAX_STRING], severity[P
 static uint32_t series_len, field_len, severity_len;
 static double above, below, hysteresis, clear_high, clear_low, limit[3];
 static int64_t hold_off;                              /* ns */
+static uint64_t config_hash; /* of the config JSON, never 0: a snapshot is for this config only */
 static char message[3][PERCH_MAX_STRING + 40];        /* by side; cut to 255 bytes when written */
 static uint32_t message_len[3];
 static const perch_str direction[3] = {{"", 0}, {"above", 5}, {"below", 5}};
@@ -181,6 +189,7 @@ perch_errno perch_init(void) {
         }
         message_len[s] = t.len;
     }
+    config_hash = perch_hash(json, n) | 1;
 done:
     return perch_init_finish(e, &msg, json, arena);
 }
@@ -302,4 +311,71 @@ found:;
 
 perch_errno perch_process(const uint8_t *batch, int32_t len) {
     return perch_process_each(&in, &b, &out, batch, len, record); /* two records per loop iteration */
+}
+
+/* ---- Hot swap: snapshot and restore ---------------------------------------------------------- */
+
+/* The snapshot, after perch_snap_begin's header ("PTHR", version 1, the config's hash), all
+ * little-endian:
+ *   u64 dropped | u32 nstates | nstates x (u32 key_len | key (u8 len, source, u8 len, series) |
+ *   u8 raised | u8 pending | i64 since), in order of first appearance */
+static const char magic[4] = {'P', 'T', 'H', 'R'};
+#define SNAP_VERSION 1
+
+perch_errno perch_snapshot(void) {
+    perch_snap_w w = perch_snap_begin(magic, SNAP_VERSION, config_hash);
+    perch_snap_u64(&w, dropped);
+    perch_snap_u32(&w, nstates);
+    for (uint32_t i = 0; i < nstates; i++) {
+        const state *s = states[i];
+        perch_snap_u32(&w, s->key_len);
+        perch_snap_put(&w, s->key, s->key_len);
+        perch_snap_u8(&w, s->raised);
+        perch_snap_u8(&w, s->pending);
+        perch_snap_u64(&w, (uint64_t)s->since);
+    }
+    return perch_snap_save(&w);
+}
+
+/* restore_from reads the whole snapshot, checking it (apply 0) or taking it (apply 1: the module
+ * must be fresh). It returns 0 with r->why set on a problem. */
+static int restore_from(perch_snap_r *r, const uint8_t *snap, int32_t len, int apply) {
+    if (!perch_snap_open(r, &in, snap, len, magic, SNAP_VERSION, config_hash)) return 0;
+    uint64_t d = perch_snap_get_u64(r);
+    uint32_t n = perch_snap_get_u32(r);
+    if (r->why == NULL && n > MAX_STATES) perch_snap_fail(r, "the snapshot has more than 1024 states");
+    for (uint32_t i = 0; i < n && r->why == NULL; i++) {
+        uint32_t key_len = perch_snap_get_u32(r);
+        const uint8_t *key = perch_snap_get(r, key_len);
+        uint8_t raised = perch_snap_get_u8(r), pending = perch_snap_get_u8(r);
+        int64_t since = (int64_t)perch_snap_get_u64(r);
+        if (r->why != NULL) break;
+        if (key_len < 2 || key[0] > key_len - 2 || 2u + key[0] + key[1 + key[0]] != key_len) {
+            perch_snap_fail(r, "a state's key is malformed");
+            break;
+        }
+        if (raised > LOW || pending > LOW) {
+            perch_snap_fail(r, "a state's side is not one of inside, high and low");
+            break;
+        }
+        if (apply) {
+            state *s = find_state(key, key_len);
+            if (s == NULL) {
+                perch_snap_fail(r, "out of memory");
+                break;
+            }
+            s->raised = raised, s->pending = pending, s->since = since;
+        }
+    }
+    if (!perch_snap_done(r)) return 0;
+    if (apply) dropped = d;
+    return 1;
+}
+
+perch_errno perch_restore(const uint8_t *snap, int32_t len) {
+    if (nstates != 0) return perch_restore_refuse("the module has state already: restore into a fresh one");
+    perch_snap_r r;
+    if (!restore_from(&r, snap, len, 0)) return perch_restore_refuse(r.why); /* nothing changed */
+    if (!restore_from(&r, snap, len, 1)) return perch_restore_refuse(r.why); /* out of memory */
+    return PERCH_OK;
 }
