@@ -74,15 +74,23 @@ func (l *latency) histogram() Histogram {
 }
 
 // timedScorer is a model's session as modules see it (perch:infer/v1): each call is timed into
-// the model's latency histogram. Safe for concurrent use, as the session is.
+// the model's latency histogram. Safe for concurrent use, as the session is; a swap
+// (model_swap.go) replaces the session under mu once no call is using it.
 type timedScorer struct {
+	mu  sync.RWMutex // held for reading during a call, for writing to replace s
 	s   *ort.Session
 	lat *latency
 }
 
-func (t *timedScorer) Features() int { return t.s.Features() }
+func (t *timedScorer) Features() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.s.Features()
+}
 
 func (t *timedScorer) ScoreFlat(dst, x []float32) error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	t0 := time.Now()
 	err := t.s.ScoreFlat(dst, x)
 	t.lat.observe(time.Since(t0), len(x)/max(t.s.Features(), 1))
@@ -98,7 +106,9 @@ func (t *timedScorer) ScoreFlat(dst, x []float32) error {
 // alert when a stream's alarm raises or clears.
 //
 // Its fields are owned by its goroutine, except n's queue fields (see node) and the atomics read
-// by Metrics. In steady state (every stream seen) a batch allocates nothing.
+// by Metrics and Health. In steady state (every stream seen) a batch allocates nothing.
+// [Runtime.SwapModel] replaces cfg (a copy naming the new card), sess and the buffers between
+// two batches, on the node's goroutine (model_swap.go).
 type modelNode struct {
 	rt  *Runtime
 	cfg *config.Model
@@ -106,7 +116,12 @@ type modelNode struct {
 
 	sess   *ort.Session // nil when err is set
 	err    error        // why the model is unavailable
-	scorer wasm.Scorer  // sess for modules, timed; nil when err is set
+	scorer *timedScorer // sess for modules, timed; nil when the model did not load at start
+
+	swap    chan modelSwapReq            // SwapModel's requests, taken between batches
+	running atomic.Pointer[modelRunning] // cfg and err as Metrics and Health read them
+	swaps   atomic.Uint64                // swaps since start
+	runErrs atomic.Uint64                // failed runs and non-finite scores since the last swap
 
 	inputs    int       // values per row: features × window
 	rows      []float32 // Batch rows
@@ -148,27 +163,35 @@ type pending struct {
 // and its node drops its input (everything else runs).
 func (r *Runtime) newModel(m *config.Model) *modelNode {
 	mn := &modelNode{rt: r, cfg: m, streams: map[string]*stream{}, lastEvent: map[string]time.Time{},
-		n: newNode(r, &config.Module{Name: m.Name, Inputs: m.Inputs}, wasm.Spec{}, r.opts.QueueBatches)}
+		n: newNode(r, &config.Module{Name: m.Name, Inputs: m.Inputs}, wasm.Spec{}, r.opts.QueueBatches), swap: make(chan modelSwapReq)}
+	defer mn.publish()
 	if m.Loaded == nil { // a config not made by config.Load
 		mn.err = fmt.Errorf("model %s: card %s not loaded", m.Name, m.Card)
 		return mn
 	}
-	c := m.Loaded
-	mn.inputs, mn.threshold = c.Inputs(), c.Score.Threshold
-	mn.message = c.Name + " anomaly score above " + strconv.FormatFloat(c.Score.Threshold, 'g', -1, 64)
 	mn.sess, mn.err = loadSession(r.cfg.Engine.ONNXRuntime, m)
 	if mn.err != nil {
 		return mn
 	}
 	mn.scorer = &timedScorer{s: mn.sess, lat: &mn.lat}
-	mn.rows = make([]float32, m.Batch*mn.inputs)
-	mn.scores = make([]float32, m.Batch)
-	mn.pend = make([]pending, m.Batch)
-	mn.psample = make([]float64, m.Batch*len(c.Features))
-	mn.sample = make([]float64, len(c.Features))
-	mn.out.Buf = make([]byte, 0, 4096)
-	mn.key = make([]byte, 0, 2*abi.MaxString+1)
+	mn.size()
 	return mn
+}
+
+// size sets what follows from the card of m.cfg: the row width, the threshold and the buffers.
+func (m *modelNode) size() {
+	c := m.cfg.Loaded
+	m.inputs, m.threshold = c.Inputs(), c.Score.Threshold
+	m.message = c.Name + " anomaly score above " + strconv.FormatFloat(c.Score.Threshold, 'g', -1, 64)
+	m.rows = make([]float32, m.cfg.Batch*m.inputs)
+	m.scores = make([]float32, m.cfg.Batch)
+	m.pend = make([]pending, m.cfg.Batch)
+	m.psample = make([]float64, m.cfg.Batch*len(c.Features))
+	m.sample = make([]float64, len(c.Features))
+	if m.out.Buf == nil {
+		m.out.Buf = make([]byte, 0, 4096)
+		m.key = make([]byte, 0, 2*abi.MaxString+1)
+	}
 }
 
 // loadSession loads the ONNX Runtime library (lib, else $PERCH_ORT_LIB, else the default
@@ -218,25 +241,38 @@ func (m *modelNode) run(ctx context.Context) {
 	if m.err != nil {
 		m.rt.log.Error("model unavailable: its records are dropped; the rest of the pipeline runs", "model", m.cfg.Name, "err", m.err)
 		m.rt.event(evCtx, EventModelFailed, m.cfg.Name, m.err.Error(), map[string]any{"card": m.cfg.Card})
-		if inputs == 0 {
-			return
-		}
-		for b := range m.n.in {
-			m.drop(evCtx, b.b, "the model is unavailable")
-			batchPool.Put(b)
-		}
-		return
+	} else {
+		c := m.cfg.Loaded
+		m.rt.event(evCtx, EventModelStarted, m.cfg.Name,
+			fmt.Sprintf("scoring with %s %s (%s, %s): %d features × window %d, threshold %g", c.Name, c.Version, c.Detector, c.Precision, len(c.Features), c.Window, c.Score.Threshold),
+			map[string]any{"card": m.cfg.Card, "library": ort.LoadedPath(), "batch": m.cfg.Batch})
 	}
-	c := m.cfg.Loaded
-	m.rt.event(evCtx, EventModelStarted, m.cfg.Name,
-		fmt.Sprintf("scoring with %s %s (%s, %s): %d features × window %d, threshold %g", c.Name, c.Version, c.Detector, c.Precision, len(c.Features), c.Window, c.Score.Threshold),
-		map[string]any{"card": m.cfg.Card, "library": ort.LoadedPath(), "batch": m.cfg.Batch})
 	if inputs == 0 {
-		return // scoring for modules only (perch:infer/v1)
+		// Scoring for modules only (perch:infer/v1): nothing to take but swaps, until the end.
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case req := <-m.swap:
+				m.doSwap(evCtx, req)
+			}
+		}
 	}
-	for b := range m.n.in {
-		m.process(evCtx, b.b)
-		batchPool.Put(b)
+	for {
+		select {
+		case b, ok := <-m.n.in:
+			if !ok {
+				return
+			}
+			if m.err != nil {
+				m.drop(evCtx, b.b, "the model is unavailable")
+			} else {
+				m.process(evCtx, b.b)
+			}
+			batchPool.Put(b)
+		case req := <-m.swap:
+			m.doSwap(evCtx, req)
+		}
 	}
 }
 
@@ -341,6 +377,7 @@ func (m *modelNode) flush(ctx context.Context, k int) {
 	m.lat.observe(time.Since(t0), k)
 	if err != nil {
 		m.dropped.Add(uint64(k))
+		m.runErrs.Add(1)
 		m.rateEvent(ctx, EventModelError, fmt.Sprintf("run failed, %d samples dropped: %v", k, err), nil)
 		return
 	}
@@ -349,6 +386,13 @@ func (m *modelNode) flush(ctx context.Context, k int) {
 	for i := range k {
 		p := &m.pend[i]
 		raw := float64(m.scores[i])
+		if math.IsNaN(raw) || math.IsInf(raw, 0) { // a broken model: no record, and Health says so
+			m.dropped.Add(1)
+			m.runErrs.Add(1)
+			m.rateEvent(ctx, EventModelError, fmt.Sprintf("the model scored %v: sample of %s/%s dropped", raw, p.s.source, p.s.series), nil)
+			p.s = nil
+			continue
+		}
 		score := raw
 		if p.s.lik != nil {
 			nf := len(m.sample)
@@ -432,16 +476,17 @@ type ModelMetrics struct {
 func (r *Runtime) modelMetrics() []ModelMetrics {
 	var out []ModelMetrics
 	for _, m := range r.models {
-		mm := ModelMetrics{Name: m.cfg.Name, Card: m.cfg.Card, Available: m.err == nil,
+		cur := m.running.Load()
+		mm := ModelMetrics{Name: cur.cfg.Name, Card: cur.cfg.Card, Available: cur.err == nil,
 			RecordsIn: m.n.stats.recordsIn.Load(), Samples: m.samples.Load(), Skipped: m.skipped.Load(),
 			Warming: m.warming.Load(), Dropped: m.dropped.Load(), Alerts: m.alerts.Load(),
 			Streams: int(m.nstream.Load()), Rows: m.lat.rows.Load(), Inference: m.lat.histogram(),
 			QueueDepth: len(m.n.in), QueueCap: cap(m.n.in)}
-		if c := m.cfg.Loaded; c != nil {
+		if c := cur.cfg.Loaded; c != nil {
 			mm.Model, mm.Detector = c.Name+" "+c.Version, c.Detector
 		}
-		if m.err != nil {
-			mm.Error = m.err.Error()
+		if cur.err != nil {
+			mm.Error = cur.err.Error()
 		}
 		out = append(out, mm)
 	}

@@ -53,6 +53,23 @@ func (f *Feeder) Row(dst []float32) []float32 {
 
 func (f *Feeder) Reset() { f.seen = 0 }
 
+// Carry makes f continue old's window: f takes old's samples, re-normalised from old's
+// normalisation to f's, so that a model swapped in for another does not wait for a window of
+// its own. It reports false, and leaves f as it was, when the two do not have the same number
+// of features and the same window.
+func (f *Feeder) Carry(old *Feeder) bool {
+	if old.n != f.n || old.window != f.window {
+		return false
+	}
+	for k, v := range old.ring {
+		j := k % f.n
+		x := float64(v)/old.inv[j] + old.mean[j] // the raw value
+		f.ring[k] = float32((x - f.mean[j]) * f.inv[j])
+	}
+	f.seen = old.seen
+	return true
+}
+
 // Alarm applies a card's Score rules to raw scores, one at a time: it smooths them, raises after
 // Consecutive samples above Threshold and clears below Clear.
 //
