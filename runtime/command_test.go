@@ -75,6 +75,7 @@ modules:
 uplink:
   broker: %[4]s
   client_id: perch-test-cmd-%[5]d
+  summaries: {batch: 0} # one message per event: the test reads the events' JSON
   commands:
     actuate: [fan]
 `, filepath.Join(dir, "perch.db"), filepath.Join(dir, "cache"), mods, b.URL(), time.Now().UnixNano())

@@ -18,7 +18,7 @@ import (
 //	  outbox_max_bytes: 67108864          # outbox quota in payload bytes
 //	  daily_budget_bytes: 10485760        # upstream bytes per UTC day; 0: no budget
 //	  raw_readings: {enabled: false, max_per_second: 10}
-//	  summaries: {batch: 60s, compress: true, digits: 6}
+//	  summaries: {batch: 60s, compress: true, digits: 6}   # the defaults
 //	  tls: {ca_file: ca.pem, cert_file: box.pem, key_file: box.key}
 //	  commands: {actuate: [fan]}          # modules cmd/actuate may drive; default none
 type Uplink struct {
@@ -57,15 +57,17 @@ type RawReadings struct {
 	MaxPerSecond float64 `yaml:"max_per_second"` // default 1
 }
 
-// Summaries tune how summaries go upstream. By default each one is a message of its own; with
-// Batch, the summaries are held in the outbox and sent together, one message per Batch (a JSON
-// array of the messages, gzip-compressed if Compress), which saves most of their bytes. Alerts
-// are never held back.
+// Summaries tune how summaries (and events) go upstream. By default ([Parse] fills it in) the
+// summaries are held in the outbox and sent together, one message per Batch (60s), gzipped in a
+// columnar form that saves most of their bytes, and the events pending at the same time go
+// together too; `batch: 0` sends one message per summary and per event. Alerts are never batched
+// nor held back. A Config built in code, not parsed, gets what its fields say (zero: no batching).
 type Summaries struct {
-	// Batch is how long the oldest summary waits for others to join its message (0: no
-	// batching); at least 1s, at most 24h.
+	// Batch is how long the oldest summary waits for others to join its message: 1s to 24h,
+	// default 60s; 0 (written out) sends each summary and event on its own.
 	Batch Duration `yaml:"batch"`
-	// Compress gzips a batch (it needs Batch).
+	// Compress gzips a batch, in the columnar form (see runtime/uplink/format.go); false sends a
+	// batch as a readable JSON array. Default true with a batch; it needs Batch.
 	Compress bool `yaml:"compress"`
 	// Digits is how many significant digits the numeric fields of a summary keep (statistics
 	// of sensor readings, whose resolution is far coarser): 1 to 17, default 6; 17 keeps them
@@ -78,6 +80,7 @@ const (
 	DefaultSummaryDigits = 6
 	MaxSummaryDigits     = 17 // exact: the shortest representation that reads back the same
 	MaxSummaryBatch      = 24 * time.Hour
+	DefaultSummaryBatch  = 60 * time.Second
 )
 
 // Uplink defaults.
@@ -135,6 +138,14 @@ func (p *parser) uplink(c *Config) {
 		p.errf("uplink.raw_readings.max_per_second", "must not be negative")
 	} else if u.RawReadings.MaxPerSecond == 0 {
 		u.RawReadings.MaxPerSecond = 1
+	}
+	_, batchSet := p.lines["uplink.summaries.batch"]
+	_, compressSet := p.lines["uplink.summaries.compress"]
+	if !batchSet {
+		u.Summaries.Batch = Duration(DefaultSummaryBatch)
+	}
+	if !compressSet && u.Summaries.Batch > 0 {
+		u.Summaries.Compress = true
 	}
 	switch b := u.Summaries.Batch.D(); {
 	case b < 0 || (b > 0 && b < time.Second) || b > MaxSummaryBatch:

@@ -27,8 +27,36 @@ func TestUplinkDefaults(t *testing.T) {
 	if !u.Enabled() || u.ClientID != "perch-s-d" || u.Keepalive.D() != 30*time.Second ||
 		u.InFlight != 32 || u.Heartbeat.D() != time.Minute || u.OutboxMaxBytes != 64<<20 ||
 		u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 1 || config.TLSBroker(u.Broker) ||
-		u.Summaries.Batch != 0 || u.Summaries.Compress || u.Summaries.Digits != 6 {
+		u.Summaries.Batch.D() != time.Minute || !u.Summaries.Compress || u.Summaries.Digits != 6 {
 		t.Errorf("defaults: %+v", u)
+	}
+}
+
+// TestUplinkSummaryBatchDefaults: summaries are batched every 60s and compressed unless the
+// config says otherwise; `batch: 0` keeps one message per summary.
+func TestUplinkSummaryBatchDefaults(t *testing.T) {
+	dir := testDir(t)
+	for _, tc := range []struct {
+		yaml     string
+		batch    time.Duration
+		compress bool
+	}{
+		{"", time.Minute, true},
+		{"  summaries: {digits: 4}\n", time.Minute, true},
+		{"  summaries: {batch: 0}\n", 0, false},
+		{"  summaries:\n    batch: 0s\n", 0, false},
+		{"  summaries: {compress: false}\n", time.Minute, false},
+		{"  summaries: {batch: 5m}\n", 5 * time.Minute, true},
+		{"  summaries: {batch: 10s, compress: false}\n", 10 * time.Second, false},
+	} {
+		cfg, err := parse(dir, "site: s\ndevice: d\nuplink:\n  broker: tcp://127.0.0.1:1883\n"+tc.yaml)
+		if err != nil {
+			t.Errorf("%q: %v", tc.yaml, err)
+			continue
+		}
+		if s := cfg.Uplink.Summaries; s.Batch.D() != tc.batch || s.Compress != tc.compress {
+			t.Errorf("%q: %+v, want batch %v compress %v", tc.yaml, s, tc.batch, tc.compress)
+		}
 	}
 }
 
@@ -79,7 +107,7 @@ func TestUplinkErrors(t *testing.T) {
 		{"uplink:\n  broker: tcp://x:1\n  daily_budget_bytes: -1\n", "uplink.daily_budget_bytes: must not be negative"},
 		{"uplink:\n  broker: tcp://x:1\n  summaries: {batch: 10ms}\n", "uplink.summaries.batch: want 0 (no batching) or 1s to 24h"},
 		{"uplink:\n  broker: tcp://x:1\n  summaries: {batch: 25h}\n", "uplink.summaries.batch: want 0"},
-		{"uplink:\n  broker: tcp://x:1\n  summaries: {compress: true}\n", "uplink.summaries.compress: compresses batches"},
+		{"uplink:\n  broker: tcp://x:1\n  summaries: {batch: 0, compress: true}\n", "perch.yaml:5: uplink.summaries.compress: compresses batches"},
 		{"uplink:\n  broker: tcp://x:1\n  summaries: {digits: 18}\n", "uplink.summaries.digits: want 1 to 17"},
 		{"uplink:\n  broker: tcp://x:1\n  summaries: {digits: -1}\n", "uplink.summaries.digits: want 1 to 17"},
 	} {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"io"
 	"math"
 	"sync"
@@ -12,56 +13,57 @@ import (
 	"github.com/perch-edge/perch/runtime/store"
 )
 
-// Batches of summaries (uplink.summaries.batch).
+// Batches of summaries and events (uplink.summaries.batch, default 60s).
 //
 // With a batch interval, summaries are not published one per message. They stay in the outbox,
 // each in its own row with its own id, as without batching. Once the oldest pending summary has
 // waited the interval (by the time it was recorded), every pending summary, at most
 // maxBatchRows of them or maxBatchBytes of JSON, goes in one message on the same topic,
-// perch/<site>/<device>/summaries. Alerts, events and status are never held back; alerts still go
-// first.
+// perch/<site>/<device>/summaries. Events are never held back, but the events pending at the
+// same time (the runtime's start-up, a backlog after an outage) go together in one message on
+// perch/<site>/<device>/events the same way. Alerts are never batched nor held back, and go
+// first; raw readings go one per message, last.
 //
-// The far side tells the three forms of a summaries payload apart by its first byte:
-//
-//	'{'        one summary: {"id":N,"time":...,"kind":"summary",...} (no batching)
-//	'['        a batch: a JSON array of such objects, in order of id (summaries.compress off)
-//	0x1f 0x8b  a batch, gzip-compressed (RFC 1952; summaries.compress on): gunzip it to get
-//	           the JSON array above
-//
-// Each element keeps its own "id", so duplicates are dropped per summary, however they were
-// grouped (a batch sent again after a reconnect may hold more or fewer summaries than the first
-// time). A batch takes one in-flight slot; the uplink deletes the rows of all its summaries when it
-// has seen the PUBACK of the message, and counts the message's payload bytes as published.
+// A batch is gzipped columnar (uplink.summaries.compress, the default) or a JSON array of the
+// messages: format.go describes the payloads, and [DecodeMessages] reads them. Each message keeps
+// its own id, so duplicates are dropped per message, however they were grouped (a batch sent again
+// after a reconnect may hold more or fewer messages than the first time). A batch takes one
+// in-flight slot; the uplink deletes the rows of all its messages when it has seen the PUBACK of
+// the message, and counts the message's payload bytes as published.
 const (
 	maxBatchRows  = 256
 	maxBatchBytes = 256 << 10
 )
 
-// gzipMagic starts a gzip stream (RFC 1952).
-const gzipMagic = "\x1f\x8b"
-
-// encodeBatch returns the payload of the message that carries rows: the JSON array of their
-// messages ([store.OutboxRow.Message]), gzipped if compress.
+// encodeBatch returns the payload of the message that carries rows (in order of id): gzipped
+// columnar if compress (a gzipped JSON array if a row does not parse as a message), else the JSON
+// array of their messages ([store.OutboxRow.Message]).
 func encodeBatch(rows []store.OutboxRow, compress bool) []byte {
-	js := []byte{'['}
-	for i := range rows {
-		if i > 0 {
-			js = append(js, ',')
-		}
-		js = append(js, rows[i].Message()...)
+	var body []byte
+	if compress {
+		body, _ = encodeColumnar(rows)
 	}
-	js = append(js, ']')
+	if body == nil {
+		body = []byte{'['}
+		for i := range rows {
+			if i > 0 {
+				body = append(body, ',')
+			}
+			body = append(body, rows[i].Message()...)
+		}
+		body = append(body, ']')
+	}
 	if !compress {
-		return js
+		return body
 	}
 	var b bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression) // the level is valid
-	zw.Write(js)                                           // a bytes.Buffer does not fail
+	zw.Write(body)                                         // a bytes.Buffer does not fail
 	zw.Close()
 	return b.Bytes()
 }
 
-// batchID returns the message id of a batch: the id of its first summary. The sniffer maps the
+// batchID returns the message id of a batch: the id of its first message. The sniffer maps the
 // PUBLISH's packet id to it, and the uplink the batch's id to the ids of all its rows.
 func batchID(payload []byte) (int64, bool) {
 	if bytes.HasPrefix(payload, []byte(gzipMagic)) {
@@ -72,6 +74,13 @@ func batchID(payload []byte) (int64, bool) {
 		var head [48]byte // `[{"id":` and up to 19 digits, then ',' or '}'
 		n, _ := io.ReadFull(zr, head[:])
 		payload = head[:n]
+		if n > 0 && payload[0] == columnarMagic {
+			id, k := binary.Uvarint(payload[1:])
+			if k <= 0 || id > math.MaxInt64 {
+				return 0, false
+			}
+			return int64(id), true
+		}
 	}
 	if len(payload) < 2 || payload[0] != '[' || payload[1] != '{' {
 		return 0, false
@@ -108,12 +117,13 @@ func (b *batches) take(id int64) (sentBatch, bool) {
 	return s, ok
 }
 
-// sendBatch publishes the pending summaries after cursor cur as one message if the oldest has
-// waited the batch interval, and moves cursor past them; otherwise it returns how long until it
+// sendBatch publishes the pending rows of priority prio after cursor cur as one message if the
+// oldest has waited hold, and moves cursor past them; otherwise it returns how long until it
 // has (0: nothing pending). It calls take, which takes a free in-flight slot, before it publishes.
 func (u *Uplink) sendBatch(ctx context.Context, cl client, inflight *batches, cursor *store.OutboxCursor,
-	cur store.OutboxCursor, now time.Time, take func()) (sent bool, wait time.Duration) {
-	only := store.OutboxCursor{math.MaxInt64, cur[store.PrioritySummary], math.MaxInt64, math.MaxInt64}
+	cur store.OutboxCursor, prio int, hold time.Duration, now time.Time, take func()) (sent bool, wait time.Duration) {
+	only := store.OutboxCursor{math.MaxInt64, math.MaxInt64, math.MaxInt64, math.MaxInt64}
+	only[prio] = cur[prio]
 	head, err := u.st.OutboxPending(ctx, only, 1)
 	if err != nil || len(head) == 0 {
 		if err != nil && ctx.Err() == nil {
@@ -121,7 +131,7 @@ func (u *Uplink) sendBatch(ctx context.Context, cl client, inflight *batches, cu
 		}
 		return false, 0
 	}
-	if wait := time.Unix(0, head[0].CreatedNS).Add(u.cfg.Summaries.Batch.D()).Sub(now); wait > 0 {
+	if wait := time.Unix(0, head[0].CreatedNS).Add(hold).Sub(now); wait > 0 {
 		return false, wait
 	}
 	rows, err := u.st.OutboxPending(ctx, only, maxBatchRows)
@@ -136,14 +146,21 @@ func (u *Uplink) sendBatch(ctx context.Context, cl client, inflight *batches, cu
 		size += len(rows[n].Payload)
 	}
 	rows = rows[:n]
-	msg := encodeBatch(rows, u.cfg.Summaries.Compress)
+	var msg []byte
+	if len(rows) == 1 && prio != store.PrioritySummary {
+		msg = rows[0].Message() // a lone event goes as it would without batching
+	} else {
+		msg = encodeBatch(rows, u.cfg.Summaries.Compress)
+	}
 	ids := make([]int64, len(rows))
 	for i := range rows {
 		ids[i] = rows[i].ID
 		cursor.Advance(&rows[i])
 	}
 	take()
-	inflight.add(rows[0].ID, sentBatch{ids: ids, bytes: int64(len(msg))}) // before its PUBACK can come
+	if len(rows) > 1 || prio == store.PrioritySummary {
+		inflight.add(rows[0].ID, sentBatch{ids: ids, bytes: int64(len(msg))}) // before its PUBACK can come
+	}
 	cl.Publish(rows[0].Topic, 1, false, msg)
 	u.sentToday += int64(len(msg))
 	return true, 0

@@ -2,10 +2,8 @@ package uplink
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -16,24 +14,24 @@ import (
 	"github.com/perch-edge/perch/sdk/abi"
 )
 
-// decodeBatch returns the summaries of a summaries payload, whichever of its three forms.
+// decodeBatch returns the messages of a summaries or events payload, whichever of its forms.
 func decodeBatch(t testing.TB, payload []byte) []outMsg {
 	t.Helper()
-	if bytes.HasPrefix(payload, []byte(gzipMagic)) {
-		zr, err := gzip.NewReader(bytes.NewReader(payload))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if payload, err = io.ReadAll(zr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(payload) > 0 && payload[0] == '{' {
-		payload = append(append([]byte{'['}, payload...), ']')
-	}
-	var out []outMsg
-	if err := json.Unmarshal(payload, &out); err != nil {
+	ms, err := DecodeMessages(payload)
+	if err != nil {
 		t.Fatalf("%v: %q", err, payload)
+	}
+	out := make([]outMsg, len(ms))
+	for i, m := range ms {
+		o := outMsg{ID: m.ID, Time: m.Time.Format(time.RFC3339Nano), Kind: m.Kind, Source: m.Source,
+			Series: m.Series, Fields: map[string]float64{}, Tags: map[string]string{}}
+		for _, f := range m.Fields {
+			o.Fields[f.Name] = f.Value
+		}
+		for _, tg := range m.Tags {
+			o.Tags[tg.Key] = tg.Value
+		}
+		out[i] = o
 	}
 	return out
 }
@@ -76,8 +74,8 @@ func TestEncoderDigits(t *testing.T) {
 
 func TestBatchEncoding(t *testing.T) {
 	rows := []store.OutboxRow{
-		{ID: 7, Priority: store.PrioritySummary, Payload: []byte(`{"kind":"summary","series":"a"}`)},
-		{ID: 9, Priority: store.PrioritySummary, Payload: []byte(`{"kind":"summary","series":"b"}`)},
+		{ID: 7, Priority: store.PrioritySummary, Payload: []byte(`{"time":"2026-01-01T00:00:00Z","kind":"summary","series":"a"}`)},
+		{ID: 9, Priority: store.PrioritySummary, Payload: []byte(`{"time":"2026-01-01T00:00:01Z","kind":"summary","series":"b"}`)},
 	}
 	for _, compress := range []bool{false, true} {
 		msg := encodeBatch(rows, compress)
@@ -92,7 +90,8 @@ func TestBatchEncoding(t *testing.T) {
 			t.Errorf("compress %v: %+v", compress, got)
 		}
 	}
-	for _, bad := range []string{"[", "[]", "[1,2]", "\x1f\x8bnot gzip", "x"} {
+	for _, bad := range []string{"[", "[]", "[1,2]", "\x1f\x8bnot gzip", "x", string(gzipped([]byte{columnarMagic})),
+		string(gzipped([]byte{columnarMagic, 0x80}))} {
 		if id, ok := messageID([]byte(bad)); ok {
 			t.Errorf("messageID(%q) = %d", bad, id)
 		}
@@ -207,4 +206,78 @@ func TestIntegrationSummaryBatchesReconnect(t *testing.T) {
 		}
 	}
 	t.Logf("%d summaries in %d batches, %d sent again", n, batches, dups)
+}
+
+// TestIntegrationEventBatches: with batching, events are never held back: the events pending
+// together (here five written in one transaction, as at the runtime's start-up) go as one
+// gzipped batch on the events topic, a lone event as a plain message, while summaries wait
+// their (here one hour) batch interval; every row of a batch leaves the outbox on its PUBACK.
+func TestIntegrationEventBatches(t *testing.T) {
+	b := mqtttest.Start(t, "")
+	sub := subscribe(t, b, "perch/#", nil)
+	cfg := testConfig(b.URL())
+	cfg.Uplink.Summaries = config.Summaries{Batch: config.Duration(time.Hour), Compress: true}
+	r := newRig(t, cfg, Options{})
+	sub.waitFor(10*time.Second, "status online", func(ms []message) bool {
+		return count(ms, testPrefix+TopicStatus, isState("online")) > 0
+	})
+	var burst []byte
+	for i := range 5 {
+		burst = abi.Append(burst, abi.KindEvent, time.Now().UnixNano(), "env", "module.started",
+			[]abi.Field{{Name: "n", Value: float64(i)}}, []abi.Tag{{Key: "message", Value: "started module " + itoa(int64(i))}})
+	}
+	burst = abi.Append(burst, abi.KindSummary, time.Now().UnixNano(), "w", "s", []abi.Field{{Name: "n", Value: 1}}, nil)
+	if err := r.st.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	events := func(ms []message) []outMsg {
+		var out []outMsg
+		for _, m := range ms {
+			if m.topic == testPrefix+TopicEvents {
+				out = append(out, decodeBatch(t, m.payload)...)
+			}
+		}
+		return out
+	}
+	msgs := sub.waitFor(20*time.Second, "five events", func(ms []message) bool { return len(events(ms)) == 5 })
+	batched := 0
+	for _, m := range msgs {
+		if m.topic == testPrefix+TopicEvents && bytes.HasPrefix(m.payload, []byte(gzipMagic)) {
+			batched++
+		}
+	}
+	if batched == 0 || count(msgs, testPrefix+TopicEvents, nil) >= 5 {
+		t.Errorf("%d event messages, %d of them batches: want the burst batched", count(msgs, testPrefix+TopicEvents, nil), batched)
+	}
+	for i, o := range events(msgs) {
+		if o.Fields["n"] != float64(i) || o.Tags["message"] != "started module "+itoa(int64(i)) || o.Kind != "event" {
+			t.Errorf("event %d: %+v", i, o)
+		}
+	}
+	r.write(abi.KindEvent, "lone", 7)
+	msgs = sub.waitFor(20*time.Second, "the lone event", func(ms []message) bool { return len(events(ms)) == 6 })
+	last := msgs[len(msgs)-1]
+	for i := len(msgs) - 1; i >= 0 && last.topic != testPrefix+TopicEvents; i-- {
+		last = msgs[i]
+	}
+	if last.payload[0] != '{' || decode(t, last).Series != "lone" {
+		t.Errorf("lone event: %q", last.payload)
+	}
+	if n := count(msgs, testPrefix+TopicSummaries, nil); n != 0 {
+		t.Errorf("%d summary messages before their batch interval", n)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s, err := r.st.OutboxStats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Rows == 1 { // the summary, waiting
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events not acknowledged: %+v", s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

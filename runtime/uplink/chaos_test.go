@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/internal/mqtttest"
 	"github.com/perch-edge/perch/runtime/store"
 	"github.com/perch-edge/perch/sdk/abi"
@@ -35,13 +36,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runChaosChild writes numbered alerts (if asked) while its uplink drains the outbox. It prints
+// runChaosChild writes numbered alerts and summaries (if asked) while its uplink drains the
+// outbox, summaries in 1s batches, gzipped (as by default, shorter). It prints
 // "committed N" after each Flush, and "empty" when it writes nothing and the outbox is empty.
 // It never returns on its own.
 func runChaosChild(db string) int {
 	ctx := context.Background()
 	cfg := testConfig(os.Getenv(chaosBrokerEnv))
 	cfg.Uplink.InFlight = 32
+	cfg.Uplink.Summaries = config.Summaries{Batch: config.Duration(time.Second), Compress: true}
 	st, err := store.Open(ctx, store.Options{Path: db, Upstream: Upstream(cfg), CommitInterval: 2 * time.Millisecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
@@ -59,6 +62,8 @@ func runChaosChild(db string) int {
 	for n := 0; ; n++ {
 		if write {
 			b := abi.Append(nil, abi.KindAlert, time.Now().UnixNano(), "chaos", "alert",
+				[]abi.Field{{Name: "n", Value: float64(n)}}, []abi.Tag{{Key: "round", Value: round}})
+			b = abi.Append(b, abi.KindSummary, time.Now().UnixNano(), "chaos", "summary",
 				[]abi.Field{{Name: "n", Value: float64(n)}}, []abi.Tag{{Key: "round", Value: round}})
 			if err := st.Write(b); err != nil {
 				fmt.Fprintln(os.Stderr, "child:", err)
@@ -122,7 +127,8 @@ func (c *chaosChild) kill() {
 // TestIntegrationChaos: the broker is stopped for a while as alerts keep coming, then the
 // process that drains the outbox is killed with SIGKILL at random points, round after round.
 // Every alert committed to the recorder (and so to the outbox) must reach the subscriber, in
-// order, with duplicates only of the same message id. By default it is short (5 rounds, a 1 s
+// order, with duplicates only of the same message id; so must every summary, in batches (first
+// arrivals in order of id, a duplicate only ever the same summary under the same id). By default it is short (5 rounds, a 1 s
 // outage); `make chaos` sets PERCH_CHAOS_ROUNDS=50 and PERCH_CHAOS_OUTAGE=20s.
 func TestIntegrationChaos(t *testing.T) {
 	rounds, outage := 5, time.Second
@@ -136,6 +142,7 @@ func TestIntegrationChaos(t *testing.T) {
 	b.Persist = true
 	b.Restart()
 	sub := subscribe(t, b, testPrefix+TopicAlerts, nil)
+	subS := subscribe(t, b, testPrefix+TopicSummaries, nil)
 	db := filepath.Join(t.TempDir(), "perch.db")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d rounds, outage %v", seed, rounds, outage)
@@ -183,18 +190,22 @@ func TestIntegrationChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []string
-	rows, err := st.DB().Query(`SELECT json_extract(tags, '$.round') || '/' || json_extract(fields, '$.n')
-		FROM alerts ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
+	committed := func(table string) []string {
+		var out []string
+		rows, err := st.DB().Query(`SELECT json_extract(tags, '$.round') || '/' || json_extract(fields, '$.n')
+			FROM ` + table + ` ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k string
+			rows.Scan(&k)
+			out = append(out, k)
+		}
+		return out
 	}
-	for rows.Next() {
-		var k string
-		rows.Scan(&k)
-		want = append(want, k)
-	}
-	rows.Close()
+	want, wantS := committed("alerts"), committed("summaries")
 	st.Close()
 	msgs := sub.waitFor(time.Minute, fmt.Sprintf("%d alerts", len(want)), func(ms []message) bool {
 		return len(distinct(ms)) >= len(want)
@@ -232,6 +243,40 @@ func TestIntegrationChaos(t *testing.T) {
 		t.Errorf("received %d alerts, committed %d; first difference at %d", len(got), len(want), firstDiff(got, want))
 	}
 	t.Logf("%d rounds, %d alerts committed and received, %d duplicates", round, len(want), dups)
+
+	// The summaries, in batches.
+	keyOf := func(o outMsg) string { return o.Tags["round"] + "/" + strconv.Itoa(int(o.Fields["n"])) }
+	msgs = subS.waitFor(time.Minute, fmt.Sprintf("%d summaries", len(wantS)), func(ms []message) bool {
+		ids := map[int64]bool{}
+		for _, m := range ms {
+			for _, o := range decodeBatch(t, m.payload) {
+				ids[o.ID] = true
+			}
+		}
+		return len(ids) >= len(wantS)
+	})
+	seen, got, lastID, dups = map[int64]string{}, nil, 0, 0
+	for _, m := range msgs {
+		for _, o := range decodeBatch(t, m.payload) {
+			if prev, ok := seen[o.ID]; ok {
+				dups++
+				if prev != keyOf(o) {
+					t.Errorf("summary id %d is %s and %s", o.ID, prev, keyOf(o))
+				}
+				continue
+			}
+			if o.ID < lastID {
+				t.Errorf("summary id %d first seen after %d", o.ID, lastID)
+			}
+			lastID = o.ID
+			seen[o.ID] = keyOf(o)
+			got = append(got, keyOf(o))
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(wantS, " ") {
+		t.Errorf("received %d summaries, committed %d; first difference at %d", len(got), len(wantS), firstDiff(got, wantS))
+	}
+	t.Logf("%d summaries committed and received in %d messages, %d duplicates", len(wantS), len(msgs), dups)
 }
 
 func distinct(ms []message) map[string]bool {

@@ -40,7 +40,8 @@ func Prefix(site, device string) string { return "perch/" + site + "/" + device 
 //
 // The numeric fields of a summary keep uplink.summaries.digits significant digits (default 6:
 // statistics of readings whose resolution is far coarser); those of alerts, events and raw
-// readings are exact. With uplink.summaries.batch, summaries go in batches (see [Uplink]).
+// readings are exact. With uplink.summaries.batch (the default), summaries and events go in
+// batches (see batch.go and format.go).
 func Upstream(cfg *config.Config) store.UpstreamFunc {
 	if !cfg.Uplink.Enabled() {
 		return nil

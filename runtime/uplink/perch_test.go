@@ -1,7 +1,6 @@
 package uplink
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +12,7 @@ import (
 )
 
 // TestIntegrationPerchKill9 runs the perch binary on the demo pipeline with an uplink: its
-// summaries arrive on the summaries topic, status goes offline (the last will) when the process
+// summaries arrive on the summaries topic, in gzipped batches, status goes offline (the last will) when the process
 // is killed with SIGKILL, and online again when it starts again.
 func TestIntegrationPerchKill9(t *testing.T) {
 	b := mqtttest.Start(t, "")
@@ -37,7 +36,8 @@ func TestIntegrationPerchKill9(t *testing.T) {
 	}
 	text := strings.ReplaceAll(string(demo), "../../build/", filepath.Dir(modules)+"/")
 	text = strings.ReplaceAll(text, "../../var/perch.db", filepath.Join(dir, "perch.db"))
-	text += "\nuplink:\n  broker: " + b.URL() + "\n  heartbeat: 1s\n"
+	// The default summaries batches, shortened.
+	text += "\nuplink:\n  broker: " + b.URL() + "\n  heartbeat: 1s\n  summaries: {batch: 2s}\n"
 	cfgPath := filepath.Join(dir, "perch.yaml")
 	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -69,9 +69,10 @@ func TestIntegrationPerchKill9(t *testing.T) {
 	})
 	for _, m := range msgs {
 		if m.topic == "perch/demo/sim-01/"+TopicSummaries {
-			var o outMsg
-			if err := json.Unmarshal(m.payload, &o); err != nil || o.ID <= 0 || o.Source != "env-window" {
-				t.Errorf("summary %s", m.payload)
+			for _, o := range decodeBatch(t, m.payload) {
+				if o.ID <= 0 || o.Source != "env-window" || o.Kind != "summary" {
+					t.Errorf("summary %+v", o)
+				}
 			}
 		}
 	}

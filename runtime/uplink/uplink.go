@@ -15,14 +15,17 @@
 // the start of its backlog, so order is kept across reconnects and a message is sent twice only
 // with the same "id", which the far side uses to drop duplicates. A daily byte budget
 // (uplink.daily_budget_bytes) holds back events and raw readings past 80 % of it, and summaries
-// past all of it; alerts always go. With uplink.summaries.batch, summaries wait in the outbox
-// and go together, one message per interval, gzipped with uplink.summaries.compress: see
-// batch.go for the format.
+// past all of it; alerts always go. By default (uplink.summaries.batch 60s) summaries wait in
+// the outbox and go together, one message per interval, gzipped in a columnar form
+// (uplink.summaries.compress), and the events pending at the same time go together too without
+// waiting; alerts are never batched nor held back. See batch.go for the mechanism, format.go for
+// the payloads, and [DecodeMessages] for a decoder.
 //
 // Topics, under perch/<site>/<device>/:
 //
 //	alerts, summaries, events, readings   outbox messages, QoS 1: {"id":N,"time":...,"kind":...,
-//	                                      "source":...,"series":...,"fields":{},"tags":{}}
+//	                                      "source":...,"series":...,"fields":{},"tags":{}};
+//	                                      summaries and events also in batches (format.go)
 //	status          retained: {"state":"online",...} on connect and every heartbeat (uptime,
 //	                version, outbox backlog, byte counters); the last will {"state":"offline"}
 //	cmd/<name>      commands in; answered on cmd/<name>/reply: ping, status, update (poll the
@@ -357,32 +360,37 @@ func (u *Uplink) session(ctx context.Context) (connected bool, err error) {
 		if free > 0 {
 			now := time.Now()
 			cur := u.budgetCursor(cursor, now)
-			held := cur
-			if batching {
-				held[store.PrioritySummary] = math.MaxInt64 // sent below, together
+			plain := cur
+			if batching { // alerts here; summaries and events below, together; then readings
+				plain[store.PrioritySummary] = math.MaxInt64
+				plain[store.PriorityEvent] = math.MaxInt64
+				plain[store.PriorityReading] = math.MaxInt64
 			}
-			rows, err := u.st.OutboxPending(ctx, held, free)
-			if err != nil && ctx.Err() == nil {
-				u.log.Error("uplink: reading the outbox", "err", err)
-			}
-			for i := range rows {
-				slots <- struct{}{} // free slots were counted above; only acks take them back
-				msg := rows[i].Message()
-				cl.Publish(rows[i].Topic, 1, false, msg)
-				cursor.Advance(&rows[i])
-				u.sentToday += int64(len(msg))
-			}
-			if len(rows) == free {
+			n := u.publishRows(ctx, cl, &cursor, plain, free, slots)
+			if n == free {
 				continue // there may be more at once
 			}
-			if batching && cur[store.PrioritySummary] != math.MaxInt64 {
-				// A slot is left after rows: sendBatch takes it before it publishes.
-				sent, wait := u.sendBatch(ctx, cl, &inflight, &cursor, cur, now, func() { slots <- struct{}{} })
+			if batching {
+				// A slot is left: sendBatch takes it before it publishes.
+				take := func() { slots <- struct{}{} }
+				var wait time.Duration
+				sent := false
+				if cur[store.PrioritySummary] != math.MaxInt64 {
+					sent, wait = u.sendBatch(ctx, cl, &inflight, &cursor, cur, store.PrioritySummary,
+						u.cfg.Summaries.Batch.D(), now, take)
+				}
+				if !sent && cur[store.PriorityEvent] != math.MaxInt64 {
+					sent, _ = u.sendBatch(ctx, cl, &inflight, &cursor, cur, store.PriorityEvent, 0, now, take)
+				}
 				if sent {
 					continue
 				}
 				if wait > 0 {
 					batchDue.Reset(wait)
+				}
+				readings := store.OutboxCursor{math.MaxInt64, math.MaxInt64, math.MaxInt64, cur[store.PriorityReading]}
+				if u.publishRows(ctx, cl, &cursor, readings, free-n, slots) == free-n {
+					continue
 				}
 			}
 		}
@@ -401,6 +409,24 @@ func (u *Uplink) session(ctx context.Context) (connected bool, err error) {
 			u.publishStatus(ctx, cl)
 		}
 	}
+}
+
+// publishRows publishes up to free rows after cur, one message each, takes a slot for each and
+// moves cursor past them. It returns how many it published.
+func (u *Uplink) publishRows(ctx context.Context, cl client, cursor *store.OutboxCursor, cur store.OutboxCursor,
+	free int, slots chan struct{}) int {
+	rows, err := u.st.OutboxPending(ctx, cur, free)
+	if err != nil && ctx.Err() == nil {
+		u.log.Error("uplink: reading the outbox", "err", err)
+	}
+	for i := range rows {
+		slots <- struct{}{} // free slots were counted by the caller; only acks take them back
+		msg := rows[i].Message()
+		cl.Publish(rows[i].Topic, 1, false, msg)
+		cursor.Advance(&rows[i])
+		u.sentToday += int64(len(msg))
+	}
+	return len(rows)
 }
 
 // goodbye waits a little for the acknowledgements still in flight, then publishes the offline
