@@ -1,4 +1,5 @@
-// Package artifact packs Perch artifacts (Wasm modules, models, deployments, firmware) as OCI
+// Package artifact packs Perch artifacts (Wasm modules, models, deployments, firmware, the perch
+// binary) as OCI
 // artifacts and moves them to and from an OCI registry with oras-go.
 //
 // # Overview
@@ -13,10 +14,11 @@
 //     digests) and one [WasmLayerMediaType] layer. That layout sets no manifest artifactType: the
 //     config media type is the artifact's type, as the OCI image spec prescribes when the config
 //     is not empty. [ArtifactType] reports it.
-//   - Models, deployments and firmware use our own types: the OCI empty config, a manifest
-//     artifactType ([ModelArtifactType], ...), and one layer per file ([ModelLayerMediaType] for
-//     the .onnx file and [ModelCardMediaType] for its .card.yaml, [DeploymentMediaType],
-//     [FirmwareLayerMediaType]).
+//   - Models, deployments, firmware and the runtime (the perch binary, for its A/B self-update)
+//     use our own types: the OCI empty config, a manifest artifactType ([ModelArtifactType],
+//     ...), and one layer per file ([ModelLayerMediaType] for the .onnx file and
+//     [ModelCardMediaType] for its .card.yaml, [DeploymentMediaType], [FirmwareLayerMediaType],
+//     [RuntimeLayerMediaType]).
 //
 // # Usage
 //
@@ -64,6 +66,7 @@ const (
 	Model      Kind = "model"      // NAME.onnx and NAME.card.yaml
 	Deployment Kind = "deployment" // one deployment document (YAML)
 	Firmware   Kind = "firmware"   // one firmware image
+	Runtime    Kind = "runtime"    // one perch binary (the runtime's self-update)
 )
 
 // Media types. The Wasm ones are the CNCF TAG Runtime Wasm OCI Artifact layout's; the rest are ours.
@@ -80,6 +83,9 @@ const (
 
 	FirmwareArtifactType   = "application/vnd.perch.firmware.v1"
 	FirmwareLayerMediaType = "application/vnd.perch.firmware.image.v1"
+
+	RuntimeArtifactType   = "application/vnd.perch.runtime.v1"
+	RuntimeLayerMediaType = "application/vnd.perch.runtime.binary.v1"
 )
 
 // ArtifactType is the type a registry reports for an artifact of kind k: the manifest's
@@ -95,6 +101,8 @@ func ArtifactType(k Kind) string {
 		return DeploymentArtifactType
 	case Firmware:
 		return FirmwareArtifactType
+	case Runtime:
+		return RuntimeArtifactType
 	}
 	return ""
 }
@@ -186,6 +194,8 @@ func layout(k Kind, files []string) ([]string, error) {
 		return one(DeploymentMediaType, "")
 	case Firmware:
 		return one(FirmwareLayerMediaType, "")
+	case Runtime:
+		return one(RuntimeLayerMediaType, "")
 	case Model:
 		if len(files) == 2 && strings.HasSuffix(files[0], ".onnx") && strings.HasSuffix(files[1], ".card.yaml") {
 			return []string{ModelLayerMediaType, ModelCardMediaType}, nil

@@ -158,6 +158,8 @@ func TestIntegrationOtherKinds(t *testing.T) {
 			DeploymentArtifactType, []string{DeploymentMediaType}},
 		{Firmware, map[string][]byte{"rootfs.img": randomBytes(t, 64<<10)}, []string{"rootfs.img"},
 			FirmwareArtifactType, []string{FirmwareLayerMediaType}},
+		{Runtime, map[string][]byte{"perch": randomBytes(t, 32<<10)}, []string{"perch"},
+			RuntimeArtifactType, []string{RuntimeLayerMediaType}},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.kind), func(t *testing.T) {
@@ -363,6 +365,7 @@ func TestPushLayoutErrors(t *testing.T) {
 		{"module not wasm", reg + "/m:v1", Module, []string{card}, ErrLayout, "one .wasm file"},
 		{"model reversed", reg + "/m:v1", Model, []string{card, onnx}, ErrLayout, "NAME.onnx then NAME.card.yaml"},
 		{"firmware none", reg + "/m:v1", Firmware, nil, ErrLayout, "one file"},
+		{"runtime with two files", reg + "/m:v1", Runtime, []string{wasm, card}, ErrLayout, "a runtime is one file"},
 		{"unknown kind", reg + "/m:v1", Kind("plugin"), []string{wasm}, ErrUnknownKind, "plugin"},
 		{"plain HTTP off loopback", "registry.example.com/m:v1", Module, []string{wasm}, ErrPlainHTTP, "registry.example.com"},
 		{"no tag", reg + "/m", Module, []string{wasm}, nil, "needs a tag"},

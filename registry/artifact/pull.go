@@ -93,6 +93,8 @@ func kindOf(m ocispec.Manifest) (Kind, error) {
 		k = Deployment
 	case m.ArtifactType == FirmwareArtifactType:
 		k = Firmware
+	case m.ArtifactType == RuntimeArtifactType:
+		k = Runtime
 	default:
 		return "", fmt.Errorf("%w: config %q, artifactType %q", ErrNotArtifact, m.Config.MediaType, m.ArtifactType)
 	}
@@ -106,6 +108,8 @@ func kindOf(m ocispec.Manifest) (Kind, error) {
 		want = []string{DeploymentMediaType}
 	case Firmware:
 		want = []string{FirmwareLayerMediaType}
+	case Runtime:
+		want = []string{RuntimeLayerMediaType}
 	}
 	got := make([]string, len(m.Layers))
 	for i, l := range m.Layers {

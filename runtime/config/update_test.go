@@ -42,3 +42,60 @@ func TestUpdateSection(t *testing.T) {
 		}
 	}
 }
+
+func TestUpdateSlots(t *testing.T) {
+	dir := testDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "root.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"slots", "fw"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const head = "site: s\ndevice: d\nupdate:\n  registry: http://127.0.0.1:5000\n  root: root.json\n  group: pumps\n"
+	cfg, err := parse(dir, head+"  runtime: {slots: slots}\n  firmware: {slots: fw, loader: uboot}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, f := cfg.Update.Runtime, cfg.Update.Firmware
+	if r.Slots != filepath.Join(dir, "slots") || r.Tries != 3 {
+		t.Errorf("runtime defaults: %+v", r)
+	}
+	if f.Slots != filepath.Join(dir, "fw") || f.Tries != 3 || strings.Join(f.Reboot, " ") != "systemctl reboot" {
+		t.Errorf("firmware defaults: %+v", f)
+	}
+	cfg, err = parse(dir, head+"  firmware: {slots: fw, loader: rpi-tryboot, tries: 1}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cfg.Update.Firmware; strings.Join(f.Reboot, "|") != "reboot|0 tryboot" || f.Tries != 1 || cfg.Update.Runtime != nil {
+		t.Errorf("rpi-tryboot defaults: %+v, runtime %+v", f, cfg.Update.Runtime)
+	}
+	if _, err := parse(dir, head+"  firmware: {slots: fw, loader: rpi-tryboot, reboot: [/sbin/reboot, \"0 tryboot\"]}\n"); err != nil {
+		t.Errorf("a tryboot reboot command: %v", err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"  runtime: {}\n", "update.runtime.slots: required"},
+		{"  runtime: {slots: nope}\n", "update.runtime.slots: stat"},
+		{"  runtime: {slots: file}\n", "update.runtime.slots: " + filepath.Join(dir, "file") + " is not a folder"},
+		{"  runtime: {slots: slots, tries: 33}\n", "update.runtime.tries: want 1 to 32 boots, got 33"},
+		{"  runtime: {slots: slots, tries: -1}\n", "update.runtime.tries: want 1 to 32 boots, got -1"},
+		{"  runtime: {slots: slots, bogus: 1}\n", "field bogus not found"},
+		{"  firmware: {slots: fw}\n", "update.firmware.loader: required: file, uboot or rpi-tryboot"},
+		{"  firmware: {slots: fw, loader: grub}\n", "update.firmware.loader: want file, uboot or rpi-tryboot, got \"grub\""},
+		{"  firmware: {loader: file}\n", "update.firmware.slots: required"},
+		{"  firmware: {slots: fw, loader: file, tries: 40}\n", "update.firmware.tries: want 1 to 32"},
+		{"  firmware: {slots: fw, loader: rpi-tryboot, reboot: [reboot]}\n", "update.firmware.reboot: rpi-tryboot needs the firmware's one-shot flag"},
+		{"  firmware: {slots: fw, loader: file, reboot: [reboot, \"\"]}\n", "update.firmware.reboot: argument 1 is empty"},
+		{"  runtime: {slots: slots}\n  firmware: {slots: slots, loader: file}\n", "update.firmware.slots: the same folder as update.runtime.slots"},
+	} {
+		_, err := parse(dir, head+tc.yaml)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}

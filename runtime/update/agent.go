@@ -22,6 +22,7 @@ import (
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/store"
+	"github.com/perch-edge/perch/runtime/update/boot"
 )
 
 // ModuleManifestAnnotation is the OCI manifest annotation that carries a Wasm module's Perch
@@ -44,6 +45,7 @@ const (
 	StepStaged     = "staged"
 	StepSwapped    = "swapped"
 	StepCommitted  = "committed"
+	StepCollected  = "collected" // superseded files removed after a commit (see collect)
 	StepRolledBack = "rolled_back"
 	StepFailed     = "failed"
 	StepSkipped    = "skipped"
@@ -52,7 +54,8 @@ const (
 // Target is what the agent updates: the running pipeline (*runtime.Runtime).
 type Target interface {
 	Swap(ctx context.Context, module string, bin []byte, man *config.Manifest) (runtime.SwapReport, error)
-	Health(module string) (runtime.Health, error)
+	SwapModel(ctx context.Context, model, cardPath string) (runtime.ModelSwapReport, error)
+	Health(name string) (runtime.Health, error) // a module's or a model's
 }
 
 // Config configures an [Agent].
@@ -76,6 +79,15 @@ type Config struct {
 	Poll, HealthWindow time.Duration
 	Fetcher            Fetcher
 	Logger             *slog.Logger
+	// FS holds the agent's downloads under Dir and the module binaries the config names (every
+	// write, fsync, rename and removal goes through it, and every read of a binary); nil:
+	// boot.OSFS. Tests cut the power on it (package faultfs). The TUF cache under Dir/tuf is
+	// go-tuf's own and uses the operating system's files.
+	FS boot.FS
+	// Runtime and Firmware, if set, are the A/B slots of the perch binary and of the firmware,
+	// which deployments' runtime: and firmware: targets update (agent_slots.go); nil: this box
+	// refuses such deployments.
+	Runtime, Firmware *Slots
 }
 
 // Agent keeps the box's modules at what the signed deployment for its group says: it polls
@@ -93,6 +105,9 @@ type Agent struct {
 
 	mu      sync.Mutex // one update at a time; guards running
 	running map[string]running
+	models  map[string]runningModel // what each model node runs (agent_model.go); guarded by mu
+
+	restarting string // why this process asked its slot set for a restart; "" if it did not (agent_slots.go)
 }
 
 // running is what a module runs now: what a rollback restores.
@@ -137,7 +152,7 @@ func New(ac Config, cfg *config.Config, rt Target, st *store.Store) (*Agent, err
 	}
 	for i := range cfg.Modules {
 		m := &cfg.Modules[i]
-		bin, err := os.ReadFile(m.Wasm)
+		bin, err := readFile(a.fs(), m.Wasm)
 		if err != nil {
 			return nil, fmt.Errorf("update: module %s: %w", m.Name, err)
 		}
@@ -149,6 +164,7 @@ func New(ac Config, cfg *config.Config, rt Target, st *store.Store) (*Agent, err
 		}
 		a.running[m.Name] = r
 	}
+	a.models = runningModels(cfg, installed)
 	return a, nil
 }
 
@@ -181,10 +197,15 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Once polls once: it refreshes the trusted metadata, takes the newest deployment for the
 // box's group, and if the box is in its stage, updates each module whose target is newer than
-// what it runs.
+// what it runs. With A/B slots (Config.Runtime, Config.Firmware) it first judges a trial slot
+// that is running, and then installs a newer runtime or firmware target (agent_slots.go).
 func (a *Agent) Once(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// A/B slot trials are judged first, without the network (agent_slots.go).
+	if busy, err := a.resumeSlots(ctx); busy || err != nil {
+		return err
+	}
 	if err := a.trust.Refresh(ctx); err != nil {
 		return err
 	}
@@ -202,6 +223,12 @@ func (a *Agent) Once(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	for _, m := range d.Models {
+		if err := a.updateModel(ctx, m.Model, m.Target); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, a.updateSlots(ctx, d))
 	return errors.Join(errs...)
 }
 
@@ -219,7 +246,7 @@ func (a *Agent) deployment(ctx context.Context) (*Deployment, trust.Custom, erro
 		if err != nil {
 			return nil, c, err
 		}
-		data, err := os.ReadFile(files[0])
+		data, err := readBlob(a.fs(), files[0])
 		if err != nil {
 			return nil, c, err
 		}
@@ -244,67 +271,61 @@ func (a *Agent) updateModule(ctx context.Context, module, target string) error {
 	if err != nil {
 		return err
 	}
-	step := store.UpdateStep{Target: target, Kind: c.Kind, Version: c.Version, Release: c.Release, Digest: c.Digest}
+	u := a.attempt(module, target, c) // attempt.go: the steps modules and models share
+	dir := filepath.Join(a.cfg.Dir, "modules", module)
 	if c.Release <= cur.release && cur.target == target {
-		return nil // up to date
+		// Up to date; finish a collect that a power cut interrupted.
+		a.collectStale(ctx, u.step, dir, cur)
+		return nil
 	}
-	fail := func(err error) error {
-		step.Step, step.Detail = StepFailed, err.Error()
-		a.journal(ctx, step)
-		a.event(ctx, "update.failed", module, fmt.Sprintf("%s %s: %v", target, c.Version, err))
+	if bad, err := a.rolledBack(ctx, target, c.Release); err != nil || bad {
+		return err // rolled back once: never again
+	}
+	var installed uint64
+	if cur.target == target {
+		installed = cur.release
+	}
+	if err := u.check(ctx, trust.KindModule, installed); err != nil {
 		return err
 	}
-	installed := trust.Custom{Kind: trust.KindModule}
-	if cur.target == target {
-		installed.Release = cur.release
-	}
-	if err := a.trust.Check(target, installed, a.cfg.Hardware); err != nil {
-		return fail(err)
-	}
-	step.Step = StepFound
-	a.journal(ctx, step)
-	files, annotations, err := a.fetch(ctx, target, c, info, filepath.Join(a.cfg.Dir, "modules", module))
+	files, annotations, err := a.fetch(ctx, target, c, info, dir)
 	if err != nil {
-		return fail(err)
+		return u.fail(ctx, err)
 	}
-	step.Step = StepDownloaded
-	a.journal(ctx, step)
+	u.to(ctx, StepDownloaded, "")
 	man, err := config.ParseManifest(target, []byte(annotations[ModuleManifestAnnotation]))
 	if err != nil {
-		return fail(fmt.Errorf("the artifact's module manifest: %w", err))
+		return u.fail(ctx, fmt.Errorf("the artifact's module manifest: %w", err))
 	}
-	bin, err := os.ReadFile(files[0])
+	// Read back and checked against its name (its SHA-256): the bytes swapped in and recorded
+	// are the bytes the registry signed, whatever happened on the disk since the download.
+	bin, err := readBlob(a.fs(), files[0])
 	if err != nil {
-		return fail(err)
+		return u.fail(ctx, err)
 	}
-	step.Step = StepStaged
-	a.journal(ctx, step)
+	u.to(ctx, StepStaged, "")
 	rep, err := a.rt.Swap(ctx, module, bin, man)
 	if err != nil {
-		return fail(err)
+		return u.fail(ctx, err)
 	}
 	swappedAt := time.Now()
-	step.Step, step.Detail = StepSwapped, fmt.Sprintf("%s -> %s, compile %v, gap %v", rep.OldVersion, rep.NewVersion, rep.Compile, rep.Gap)
-	a.journal(ctx, step)
-	if why := a.watch(ctx, module); why != "" {
-		if _, err := a.rt.Swap(context.WithoutCancel(ctx), module, cur.bin, &cur.man); err != nil {
-			// The old binary ran a moment ago: this should not happen. Say so loudly.
-			a.log.Error("update: rollback failed", "module", module, "err", err)
-			why += "; rollback failed: " + err.Error()
-		}
-		step.Step, step.Detail = StepRolledBack, fmt.Sprintf("%s; rolled back to %s after %v", why, cur.man.Version, time.Since(swappedAt).Round(time.Millisecond))
-		a.journal(ctx, step)
-		a.event(ctx, "update.rolled_back", module, fmt.Sprintf("%s %s: %s", target, c.Version, step.Detail))
-		return fmt.Errorf("update: %s %s: %s", target, c.Version, step.Detail)
+	u.to(ctx, StepSwapped, fmt.Sprintf("%s -> %s, compile %v, gap %v, state handed over: %d bytes", rep.OldVersion, rep.NewVersion, rep.Compile, rep.Gap, rep.Handoff))
+	if err := u.settle(ctx, swappedAt, cur.man.Version, func(ctx context.Context) error {
+		_, err := a.rt.Swap(ctx, module, cur.bin, &cur.man)
+		return err
+	}); err != nil {
+		return err
 	}
 	sum := sha256.Sum256(bin)
 	if err := a.st.Install(ctx, store.Installed{Target: target, Kind: c.Kind, Name: module, Version: c.Version, Release: c.Release,
 		Digest: c.Digest, Path: files[0], SHA256: hex.EncodeToString(sum[:]), Manifest: annotations[ModuleManifestAnnotation]},
 		fmt.Sprintf("healthy for %v", a.cfg.HealthWindow)); err != nil {
-		return fail(err)
+		return u.fail(ctx, err)
 	}
 	a.running[module] = running{bin: bin, man: *man, target: target, release: c.Release}
-	a.event(ctx, "update.committed", module, fmt.Sprintf("%s %s (release %d) committed", target, c.Version, c.Release))
+	u.committed(ctx)
+	// Only now, with the installed row on disk, may the superseded binaries go.
+	a.collect(ctx, u.step, dir, filepath.Base(files[0]))
 	return nil
 }
 
@@ -342,8 +363,14 @@ func (a *Agent) watch(ctx context.Context, module string) string {
 // the target's length and hashes, then each layer, resumably, checked against the manifest's
 // descriptors. It returns the layer files in order and the manifest's annotations.
 func (a *Agent) fetch(ctx context.Context, target string, c trust.Custom, info trust.TargetInfo, dir string) ([]string, map[string]string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, err
+	fsys := a.fs()
+	// Each folder created is synced into its parent: a file fsynced in it survives a power cut.
+	if err := boot.MkdirAll(fsys, dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("update: %s: %w", target, err)
+	}
+	fetcher := a.cfg.Fetcher
+	if fetcher.FS == nil {
+		fetcher.FS = fsys
 	}
 	base := strings.TrimSuffix(a.cfg.Registry, "/") + "/v2/" + c.Repository
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/manifests/"+c.Digest, nil)
@@ -381,7 +408,7 @@ func (a *Agent) fetch(ctx context.Context, target string, c trust.Custom, info t
 			return nil, nil, fmt.Errorf("update: %s: layer %d: digest %q is not sha256", target, i, l.Digest)
 		}
 		dst := filepath.Join(dir, hexDigest)
-		if _, err := a.cfg.Fetcher.Fetch(ctx, base+"/blobs/"+string(l.Digest), l.Size, string(l.Digest), dst); err != nil {
+		if _, err := fetcher.Fetch(ctx, base+"/blobs/"+string(l.Digest), l.Size, string(l.Digest), dst); err != nil {
 			return nil, nil, fmt.Errorf("update: %s: layer %d: %w", target, i, err)
 		}
 		files = append(files, dst)
@@ -422,8 +449,15 @@ func (a *Agent) event(ctx context.Context, kind, module, msg string) {
 // ApplyInstalled points the modules of cfg at the binaries the agent installed and committed
 // (the installed table of the recorder at cfg.Store.Path), once each file is re-verified by its
 // SHA-256: a file that fails (a power cut, a disk error) is skipped with a warning and the
-// config's own binary runs. It is called before the runtime starts.
+// config's own binary runs. It is called before the runtime starts. It reads the binaries
+// from the operating system's files; see [ApplyInstalledFS].
 func ApplyInstalled(cfg *config.Config, log *slog.Logger) error {
+	return ApplyInstalledFS(cfg, boot.OSFS{}, log)
+}
+
+// ApplyInstalledFS is [ApplyInstalled] reading the installed binaries through fsys (the
+// agent's Config.FS). The recorder is opened from the operating system's files.
+func ApplyInstalledFS(cfg *config.Config, fsys boot.FS, log *slog.Logger) error {
 	if _, err := os.Stat(cfg.Store.Path); err != nil {
 		return nil // a new box: nothing installed
 	}
@@ -449,7 +483,7 @@ func ApplyInstalled(cfg *config.Config, log *slog.Logger) error {
 		if m == nil {
 			continue
 		}
-		if err := verifyFileSHA(path, sum); err != nil {
+		if err := verifyFileSHA(fsys, path, sum); err != nil {
 			log.Warn("update: an installed module does not verify; running the config's", "module", name, "err", err)
 			continue
 		}
@@ -464,7 +498,10 @@ func ApplyInstalled(cfg *config.Config, log *slog.Logger) error {
 		}
 		m.Wasm, m.Manifest = path, *man
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return applyInstalledModels(cfg, db, fsys, log) // agent_model.go
 }
 
 func moduleNamed(cfg *config.Config, name string) *config.Module {
@@ -476,9 +513,9 @@ func moduleNamed(cfg *config.Config, name string) *config.Module {
 	return nil
 }
 
-// verifyFileSHA checks a file's SHA-256 (hex).
-func verifyFileSHA(path, want string) error {
-	f, err := os.Open(path)
+// verifyFileSHA checks the SHA-256 (hex) of a file of fsys.
+func verifyFileSHA(fsys boot.FS, path, want string) error {
+	f, err := fsys.Open(path)
 	if err != nil {
 		return err
 	}

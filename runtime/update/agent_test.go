@@ -212,6 +212,14 @@ func TestIntegrationAgent(t *testing.T) {
 			t.Fatalf("%s: after the rollback: %+v", bad, h)
 		}
 		t.Logf("%s: %s (poll took %v)", bad, b.steps(t)["modules/f"], took.Round(time.Millisecond))
+		// Polling again does not try the rolled-back release a second time.
+		swaps := h.Swaps
+		if err := b.agent.Once(ctx); err != nil {
+			t.Fatalf("%s: poll after the rollback: %v", bad, err)
+		}
+		if h, _ := b.rt.Health("f"); h.Swaps != swaps {
+			t.Fatalf("%s: the rolled-back release was tried again: %+v", bad, h)
+		}
 	}
 	// The journal holds every step of every release, in order.
 	var steps []string

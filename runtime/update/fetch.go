@@ -11,11 +11,15 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"net/http"
-	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/perch-edge/perch/runtime/store"
+	"github.com/perch-edge/perch/runtime/update/boot"
 )
 
 // Fetcher defaults.
@@ -33,11 +37,14 @@ var ErrDigest = errors.New("update: digest mismatch")
 
 // Fetcher downloads blobs over HTTP in Range requests of Chunk bytes, resuming where the bytes
 // on disk end after a cut connection, a stalled body or a restart of the process. The zero value
-// uses http.DefaultClient and the defaults above. A Fetcher is safe for concurrent use on
-// different destinations.
+// uses http.DefaultClient, the operating system's files and the defaults above. A Fetcher is
+// safe for concurrent use on different destinations.
 type Fetcher struct {
 	Client *http.Client
-	// Chunk is the most bytes one request asks for; a cut costs at most the unwritten rest of
+	// FS holds the downloads; nil: [boot.OSFS]. Every write, fsync and rename goes through it.
+	FS boot.FS
+	// Chunk is the most bytes one request asks for; each whole chunk is fsynced. A cut
+	// connection costs at most the unwritten rest of the chunk in flight, a power cut at most
 	// the chunk in flight.
 	Chunk int64
 	// ReadTimeout is the longest wait for the next body bytes; a stalled body is cut and the
@@ -59,9 +66,11 @@ type FetchStats struct {
 
 // Fetch downloads url into dst, expecting exactly size bytes whose SHA-256 is digest
 // ("sha256:<hex>" or bare hex). It writes dst+PartialSuffix, resuming from its current length,
-// and renames it to dst once the length and hash match (fsyncing the file and the folder). A
-// complete dst that already verifies is not fetched again. On a mismatch the partial file is
-// removed and the error wraps ErrDigest.
+// and renames it to dst once the length and hash match: the file is fsynced before the rename
+// and the folder after it, so a dst that exists after a power cut is whole; each whole chunk
+// is fsynced as it arrives, so a download resumes after a power cut too. dst's folder must
+// exist. A complete dst that already verifies is not fetched again. On a mismatch the partial
+// file is removed and the error wraps ErrDigest.
 func (f *Fetcher) Fetch(ctx context.Context, url string, size int64, digest, dst string) (FetchStats, error) {
 	var st FetchStats
 	want := strings.TrimPrefix(digest, "sha256:")
@@ -71,27 +80,40 @@ func (f *Fetcher) Fetch(ctx context.Context, url string, size int64, digest, dst
 	if size < 0 {
 		return st, fmt.Errorf("update: fetch %s: negative size %d", url, size)
 	}
-	if err := verifyFile(dst, size, want); err == nil {
+	fsys := f.fs()
+	if err := verifyFile(fsys, dst, size, want); err == nil {
 		return st, nil
 	}
 	part := dst + PartialSuffix
-	file, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return st, fmt.Errorf("update: fetch: %w", err)
-	}
-	defer file.Close()
 	// Hash what is already there: the bytes on disk are the truth, not what we remember.
 	h := sha256.New()
-	have, err := io.Copy(h, file)
+	have, existed, err := hashFile(fsys, part, h)
 	if err != nil {
 		return st, fmt.Errorf("update: fetch: read %s: %w", part, err)
 	}
+	var file boot.File
 	if have > size {
-		if err := file.Truncate(0); err != nil {
-			return st, err
-		}
 		h.Reset()
 		have = 0
+		file, err = fsys.Create(part, 0o644)
+	} else {
+		file, err = fsys.Append(part, 0o644)
+	}
+	if err != nil {
+		return st, fmt.Errorf("update: fetch: %w", err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			file.Close()
+		}
+	}()
+	if !existed {
+		// The partial file's name is durable before its first chunk is: a power cut keeps what
+		// was synced of it, and the download resumes there.
+		if err := fsys.SyncDir(slashDir(part)); err != nil {
+			return st, fmt.Errorf("update: fetch: sync the folder of %s: %w", part, err)
+		}
 	}
 	st.Resumed = have
 	chunk, attempts, backoff := f.Chunk, f.Attempts, f.Backoff
@@ -110,6 +132,10 @@ func (f *Fetcher) Fetch(ctx context.Context, url string, size int64, digest, dst
 		n, err := f.fetchRange(ctx, url, have, end, file, h, &st)
 		have += n
 		if err == nil {
+			// Each whole chunk is made durable: a power cut costs at most the chunk in flight.
+			if err := file.Sync(); err != nil {
+				return st, fmt.Errorf("update: fetch: sync %s: %w", part, err)
+			}
 			failures = 0
 			continue
 		}
@@ -132,29 +158,45 @@ func (f *Fetcher) Fetch(ctx context.Context, url string, size int64, digest, dst
 		case <-time.After(min(backoff<<min(failures, 7), 10*time.Second)):
 		}
 	}
+	closed = true
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		file.Close()
-		os.Remove(part)
+		fsys.Remove(part)
 		return st, fmt.Errorf("update: fetch %s: got sha256:%s, want sha256:%s: %w", url, got, want, ErrDigest)
 	}
+	// The data is durable before the name points at it, and the name before Fetch returns.
 	if err := file.Sync(); err != nil {
-		return st, err
+		file.Close()
+		return st, fmt.Errorf("update: fetch: sync %s: %w", part, err)
 	}
 	if err := file.Close(); err != nil {
-		return st, err
+		return st, fmt.Errorf("update: fetch: close %s: %w", part, err)
 	}
-	if err := os.Rename(part, dst); err != nil {
-		return st, err
+	if err := fsys.Rename(part, dst); err != nil {
+		return st, fmt.Errorf("update: fetch: %w", err)
 	}
-	return st, syncDir(filepath.Dir(dst))
+	if err := fsys.SyncDir(slashDir(dst)); err != nil {
+		return st, fmt.Errorf("update: fetch: sync the folder of %s: %w", dst, err)
+	}
+	return st, nil
 }
+
+func (f *Fetcher) fs() boot.FS {
+	if f.FS == nil {
+		return boot.OSFS{}
+	}
+	return f.FS
+}
+
+// slashDir is the folder of name, slash-separated as [boot.FS] names are.
+func slashDir(name string) string { return path.Dir(filepath.ToSlash(name)) }
 
 // permanentError is a response that trying again will not fix (such as 404).
 type permanentError struct{ error }
 
 // fetchRange asks for bytes [from, to] and appends what arrives to file and h. It returns the
 // bytes written, and an error if the range did not arrive whole.
-func (f *Fetcher) fetchRange(ctx context.Context, url string, from, to int64, file *os.File, h hash.Hash, st *FetchStats) (int64, error) {
+func (f *Fetcher) fetchRange(ctx context.Context, url string, from, to int64, file io.Writer, h hash.Hash, st *FetchStats) (int64, error) {
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
@@ -219,7 +261,7 @@ func (f *Fetcher) fetchRange(ctx context.Context, url string, from, to int64, fi
 
 // hashingWriter writes to f and hashes exactly the bytes f took.
 type hashingWriter struct {
-	f   *os.File
+	f   io.Writer
 	h   hash.Hash
 	n   int64
 	err error
@@ -260,9 +302,9 @@ func (s *stallReader) stop() {
 	}
 }
 
-// verifyFile reports whether path holds exactly size bytes with SHA-256 want (hex).
-func verifyFile(path string, size int64, want string) error {
-	f, err := os.Open(path)
+// verifyFile reports whether name holds exactly size bytes with SHA-256 want (hex).
+func verifyFile(fsys boot.FS, name string, size int64, want string) error {
+	f, err := fsys.Open(name)
 	if err != nil {
 		return err
 	}
@@ -273,17 +315,112 @@ func verifyFile(path string, size int64, want string) error {
 		return err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); n != size || got != want {
-		return fmt.Errorf("%s: %d bytes sha256:%s, want %d bytes sha256:%s: %w", path, n, got, size, want, ErrDigest)
+		return fmt.Errorf("%s: %d bytes sha256:%s, want %d bytes sha256:%s: %w", name, n, got, size, want, ErrDigest)
 	}
 	return nil
 }
 
-// syncDir fsyncs a folder, so that a rename in it survives a power cut.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
+// hashFile writes name's content to h and returns its length and whether name exists; a
+// missing file is empty.
+func hashFile(fsys boot.FS, name string, h hash.Hash) (int64, bool, error) {
+	f, err := fsys.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
 	}
-	defer d.Close()
-	return d.Sync()
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	n, err := io.Copy(h, f)
+	return n, true, err
+}
+
+// readBlob reads a content-addressed file, one whose name is the hex SHA-256 of its bytes (as
+// [Agent] stores every artifact), and checks the bytes against the name: what a disk error or
+// a power cut changed since the download is refused, not run.
+func readBlob(fsys boot.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("update: read %s: %w", name, err)
+	}
+	sum := sha256.Sum256(b)
+	if got, want := hex.EncodeToString(sum[:]), path.Base(filepath.ToSlash(name)); got != want {
+		return nil, fmt.Errorf("update: %s holds %d bytes with sha256:%s, not what its name says: %w", name, len(b), got, ErrDigest)
+	}
+	return b, nil
+}
+
+// fs is the agent's file system: Config.FS, or the operating system's.
+func (a *Agent) fs() boot.FS {
+	if a.cfg.FS == nil {
+		return boot.OSFS{}
+	}
+	return a.cfg.FS
+}
+
+// collect removes from dir, the folder of one module's downloads, every file but keep (the
+// installed one): superseded releases, rolled-back ones and stale partial downloads. It must
+// run only once the recorder's installed row names keep (Store.Install commits with
+// synchronous=FULL, so the row is on disk by then): a power cut anywhere in collect then
+// leaves the box running keep, and a removal the cut lost is done again by the next collect.
+// When it removed anything it journals step as [StepCollected] with the names. Failures are
+// logged, not returned: the update they follow is already committed.
+func (a *Agent) collect(ctx context.Context, step store.UpdateStep, dir, keep string) {
+	fsys := a.fs()
+	dir = filepath.ToSlash(dir)
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		a.log.Warn("update: collect superseded files", "dir", dir, "err", err)
+		return
+	}
+	var removed []string
+	for _, name := range names {
+		if name == keep {
+			continue
+		}
+		if err := fsys.Remove(dir + "/" + name); err != nil {
+			a.log.Warn("update: collect superseded files", "dir", dir, "err", err)
+			continue
+		}
+		removed = append(removed, name)
+	}
+	if len(removed) == 0 {
+		return
+	}
+	if err := fsys.SyncDir(dir); err != nil {
+		a.log.Warn("update: collect superseded files", "dir", dir, "err", err)
+		return
+	}
+	step.Step, step.Detail = StepCollected, fmt.Sprintf("removed %d superseded file(s) from %s: %s", len(removed), dir, strings.Join(removed, ", "))
+	a.journal(ctx, step)
+}
+
+// collectStale collects dir when the box runs cur, the installed release of the target step
+// names, and dir holds more than the file of cur's binary (named by its SHA-256): what a power
+// cut during the collect after the commit left behind.
+func (a *Agent) collectStale(ctx context.Context, step store.UpdateStep, dir string, cur running) {
+	if step.Release != cur.release {
+		return
+	}
+	names, err := a.fs().ReadDir(filepath.ToSlash(dir))
+	if err != nil || len(names) < 2 {
+		return
+	}
+	sum := sha256.Sum256(cur.bin)
+	a.collect(ctx, step, dir, hex.EncodeToString(sum[:]))
+}
+
+// readFile reads a whole file of fsys.
+func readFile(fsys boot.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(filepath.ToSlash(name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }

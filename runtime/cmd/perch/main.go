@@ -7,7 +7,7 @@
 //	perch module new NAME [--dir DIR] [--kind KIND]        scaffold a Go module
 //	perch registry serve|keygen|ls ...                     the signed artifact registry
 //	perch push --registry URL --keys DIR --tuf DIR KIND FILE... --target NAME   sign an artifact
-//	perch promote --registry URL ... --group G --stage PCT --module M=TARGET    sign a deployment
+//	perch promote --registry URL ... --group G --stage PCT --module M=TARGET ... sign a deployment
 //	perch model train|quantize|inspect|eval ...            anomaly models
 //	perch version
 package main
@@ -40,7 +40,7 @@ Usage:
   perch push --registry URL --keys DIR --tuf DIR KIND FILE... --target NAME [--version V] [--release N]
              [--hardware any|amd64,...] [--abi perch:v1]
   perch promote --registry URL --keys DIR --tuf DIR --deployment NAME --group G --stage PCT
-                --module M=TARGET [--module M=TARGET ...]
+                [--module M=TARGET ...] [--model M=TARGET ...] [--firmware TARGET] [--runtime TARGET]
   perch model train|quantize|inspect|eval ...   (perch model help)
   perch version
 `
@@ -52,6 +52,10 @@ func main() {
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, err)
+		}
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode()) // perch run: ExitRestart
 		}
 		os.Exit(1)
 	}

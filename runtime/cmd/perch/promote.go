@@ -17,16 +17,21 @@ import (
 	perchupdate "github.com/perch-edge/perch/runtime/update"
 )
 
-const promoteUsage = `perch promote: sign a deployment: which module targets a device group runs, and to what stage
+const promoteUsage = `perch promote: sign a deployment: which modules, models, firmware and runtime a device group runs, and to what stage
 
 Usage:
   perch promote --registry URL --keys DIR --tuf DIR --deployment NAME --group G --stage PCT
-                --module M=TARGET [--module M=TARGET ...] [--version V]
+                [--module M=TARGET ...] [--model M=TARGET ...] [--firmware TARGET] [--runtime TARGET]
+                [--version V]
 
-Writes the deployment document (name, group, stage, modules) and pushes it as kind deployment
+Writes the deployment document (name, group, stage, and what it names) and pushes it as kind deployment
 to target deployments/G with the next release (see perch push for --registry, --keys, --tuf).
 Boxes of group G whose rollout bucket for NAME is below PCT take each module M of their config
-from module target TARGET, which must already be signed (perch push module ...).
+from module target TARGET, which must already be signed (perch push module ...), and each
+model M of their config (models:) from model target TARGET (perch push model ...).
+--firmware TARGET and --runtime TARGET name a signed firmware image or perch binary (perch push
+firmware|runtime ...) that boxes with an update.firmware or update.runtime section install into
+their A/B slots; other boxes refuse such a deployment.
 
 Raise a rollout by promoting the same NAME with a higher --stage: a new release, and the boxes
 already in keep their bucket. Lowering the stage stops the rollout from spreading; boxes that
@@ -53,6 +58,26 @@ func (m *moduleFlag) Set(s string) error {
 	return nil
 }
 
+// modelFlag collects repeated --model M=TARGET flags.
+type modelFlag []perchupdate.DeploymentModel
+
+func (m *modelFlag) String() string {
+	var parts []string
+	for _, x := range *m {
+		parts = append(parts, x.Model+"="+x.Target)
+	}
+	return strings.Join(parts, " ")
+}
+
+func (m *modelFlag) Set(s string) error {
+	model, target, ok := strings.Cut(s, "=")
+	if !ok || model == "" || target == "" {
+		return fmt.Errorf("want MODEL=TARGET, such as env-ae=models/env, got %q", s)
+	}
+	*m = append(*m, perchupdate.DeploymentModel{Model: model, Target: target})
+	return nil
+}
+
 // cmdPromote runs "perch promote".
 func cmdPromote(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("perch promote", flag.ContinueOnError)
@@ -65,12 +90,16 @@ func cmdPromote(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		pf      publishFlags
 		d       perchupdate.Deployment
 		modules moduleFlag
+		models  modelFlag
 	)
 	pf.register(fs)
 	fs.StringVar(&d.Name, "deployment", "", "the deployment's `NAME`, such as pumps-2026-12 (required)")
 	fs.StringVar(&d.Group, "group", "", "the device `group` it is for (required)")
 	fs.IntVar(&d.Stage, "stage", 0, "the rollout stage: the `percent` of the group that takes it, 1..100 (required)")
 	fs.Var(&modules, "module", "`M=TARGET`: module M of the boxes' config runs module target TARGET (repeat; at least one)")
+	fs.Var(&models, "model", "`M=TARGET`: model M of the boxes' config runs model target TARGET (repeat)")
+	fs.StringVar(&d.Firmware, "firmware", "", "the firmware `TARGET` the boxes install into their A/B slots")
+	fs.StringVar(&d.Runtime, "runtime", "", "the runtime `TARGET` (a perch binary) the boxes update themselves to")
 	version := fs.String("version", "", "the human `version` of this release (default: \"NAME at PCT%\")")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -79,7 +108,7 @@ func cmdPromote(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
-	d.Modules = modules
+	d.Modules, d.Models = modules, models
 	doc, err := yaml.Marshal(&d)
 	if err != nil {
 		errs = append(errs, err)
@@ -103,6 +132,24 @@ func cmdPromote(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			errs = append(errs, fmt.Errorf("--module %s=%s: %w (push it first)", m.Module, m.Target, err))
 		} else if c.Kind != trust.KindModule {
 			errs = append(errs, fmt.Errorf("--module %s=%s: the target is a %s, not a module", m.Module, m.Target, c.Kind))
+		}
+	}
+	for _, m := range d.Models {
+		c, _, err := p.repo.Target(m.Target)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--model %s=%s: %w (push it first)", m.Model, m.Target, err))
+		} else if c.Kind != trust.KindModel {
+			errs = append(errs, fmt.Errorf("--model %s=%s: the target is a %s, not a model", m.Model, m.Target, c.Kind))
+		}
+	}
+	for _, f := range [...]struct{ flag, kind, target string }{{"--firmware", trust.KindFirmware, d.Firmware}, {"--runtime", trust.KindRuntime, d.Runtime}} {
+		if f.target == "" {
+			continue
+		}
+		if c, _, err := p.repo.Target(f.target); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w (push it first)", f.flag, f.target, err))
+		} else if c.Kind != f.kind {
+			errs = append(errs, fmt.Errorf("%s %s: the target is a %s, not a %s", f.flag, f.target, c.Kind, f.kind))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

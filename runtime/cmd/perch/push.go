@@ -31,7 +31,8 @@ Usage:
              [--version V] [--release N] [--hardware any|amd64,arm64,...] [--abi perch:v1]
 
 KIND is module (NAME.wasm, with NAME.manifest.yaml beside it), model (NAME.onnx NAME.card.yaml),
-deployment (one YAML document; see perch promote) or firmware (one image).
+deployment (one YAML document; see perch promote), firmware (one image) or runtime (one perch
+binary, which boxes install into their A/B slots: see update.runtime in the config).
 
 The files go to OCI repository NAME (tag rN, N the release); then target NAME is signed in the
 TUF repository at --tuf, pinning the OCI manifest (its length and sha256), with the kind,
@@ -48,7 +49,8 @@ N.targets.json and N.snapshot.json first, timestamp.json last.
     refused, as boxes would refuse it.
   - A module's version and ABI come from its NAME.manifest.yaml (which travels in the OCI
     manifest's annotation ` + perchupdate.ModuleManifestAnnotation + `); --version and --abi, if given, must agree.
-  - --hardware defaults to any, except for firmware, which must name what it runs on.
+  - --hardware defaults to any, except for firmware and runtime, which must name what they run
+    on (a runtime: the GOARCH it was built for, such as arm64).
   - An http:// registry URL is allowed only on loopback.
 `
 
@@ -65,7 +67,7 @@ func cmdPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	target := fs.String("target", "", "the TUF target and OCI repository `NAME`, such as modules/thermo (required)")
 	version := fs.String("version", "", "the artifact's human `version` (a module's defaults to its manifest's)")
 	rel := fs.Uint64("release", 0, "the release counter `N` (default: the current release + 1)")
-	hardware := fs.String("hardware", "", "comma-separated `list` of architectures or boards, or any (default any; firmware: required)")
+	hardware := fs.String("hardware", "", "comma-separated `list` of architectures or boards, or any (default any; firmware and runtime: required)")
 	abi := fs.String("abi", "", "the `ABI` the artifact needs, such as perch:v1 (a module's comes from its manifest)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -88,12 +90,12 @@ func cmdPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	switch kind {
 	case artifact.Module, artifact.Model, artifact.Deployment:
 		r.custom.Hardware = []string{trust.HardwareAny}
-	case artifact.Firmware:
+	case artifact.Firmware, artifact.Runtime:
 		if *hardware == "" {
-			return errors.New("perch push: firmware needs --hardware: the architectures or boards it runs on")
+			return fmt.Errorf("perch push: %s needs --hardware: the architectures or boards it runs on", kind)
 		}
 	default:
-		return fmt.Errorf("perch push: unknown KIND %q (want module, model, deployment or firmware)", kind)
+		return fmt.Errorf("perch push: unknown KIND %q (want module, model, deployment, firmware or runtime)", kind)
 	}
 	if *hardware != "" {
 		r.custom.Hardware = nil

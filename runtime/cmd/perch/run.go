@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/perch-edge/perch/runtime/config"
 	"github.com/perch-edge/perch/runtime/internal/logx"
 	"github.com/perch-edge/perch/runtime/update"
+	"github.com/perch-edge/perch/runtime/update/boot"
 	"github.com/perch-edge/perch/runtime/uplink"
 	"github.com/perch-edge/perch/sdk/abi"
 )
@@ -107,8 +110,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	defer func() { stopAPI(); <-apiDone }()
+	// The update agent's runtime slots ask for a restart by cancelling the run with a
+	// *restartError: a clean shutdown, then exit status ExitRestart.
+	ctx, restart := context.WithCancelCause(ctx)
+	defer restart(nil)
 	if cfg.Update.Enabled() {
-		a, err := newAgent(cfg, rt, log)
+		a, err := newAgent(cfg, rt, log, func(reason string) { restart(&restartError{reason: reason}) })
 		if err != nil {
 			return err
 		}
@@ -129,6 +136,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "perch %s: running %s (%d modules), recording to %s\n", Version, cfg.File, len(cfg.Modules), cfg.Store.Path)
 	err = rt.Run(ctx)
 	sd.Close() // before the recorder closes: the watchdog's health check uses it
+	var re *restartError
+	if errors.As(context.Cause(ctx), &re) {
+		fmt.Fprintln(stdout, "perch: stopped for a restart into the A/B slot the loader chooses:", re.reason)
+		return re
+	}
 	if err != nil {
 		return err
 	}
@@ -136,16 +148,72 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// newAgent makes the update agent of cfg's update section for rt.
-func newAgent(cfg *config.Config, rt *runtime.Runtime, log *slog.Logger) (*update.Agent, error) {
+// ExitRestart is perch run's exit status after a clean shutdown the update agent asked for: a
+// new perch binary is staged in the idle A/B slot, or the binary on trial was judged
+// unhealthy. perch-boot's systemd service (Restart=always) starts perch-boot again, which
+// boots the slot its boot environment chooses. 75 is EX_TEMPFAIL (sysexits.h).
+const ExitRestart = 75
+
+// restartError ends perch run for a restart into the slots; main exits with ExitCode.
+type restartError struct{ reason string }
+
+func (e *restartError) Error() string {
+	return "perch run: restarting for the update agent: " + e.reason
+}
+func (e *restartError) ExitCode() int { return ExitRestart }
+
+// newAgent makes the update agent of cfg's update section for rt. restart ends perch run for a
+// restart into the runtime's slots (update.runtime); the firmware's (update.firmware) run its
+// reboot command.
+func newAgent(cfg *config.Config, rt *runtime.Runtime, log *slog.Logger, restart func(reason string)) (*update.Agent, error) {
 	u := &cfg.Update
 	root, err := os.ReadFile(u.Root)
 	if err != nil {
 		return nil, fmt.Errorf("perch run: update.root: %w", err)
 	}
-	return update.New(update.Config{Device: cfg.Device, Group: u.Group, Hardware: u.Hardware, Registry: u.Registry,
-		Dir: u.Dir, Root: root, Poll: u.Poll.D(), HealthWindow: u.HealthWindow.D(),
-		Logger: log.With("component", "update")}, cfg, rt, rt.Store())
+	log = log.With("component", "update")
+	ac := update.Config{Device: cfg.Device, Group: u.Group, Hardware: u.Hardware, Registry: u.Registry,
+		Dir: u.Dir, Root: root, Poll: u.Poll.D(), HealthWindow: u.HealthWindow.D(), Logger: log}
+	if r := u.Runtime; r != nil {
+		// perch-boot says which slot it exec'd; without it, the agent refuses runtime updates.
+		running, err := boot.ParseSlot(os.Getenv("PERCH_SLOT"))
+		if err != nil && os.Getenv("PERCH_SLOT") != "" {
+			log.Warn("PERCH_SLOT is not a slot; runtime updates are refused", "err", err)
+		}
+		ac.Runtime = &update.Slots{Loader: boot.NewFileLoader(boot.OSFS{}, r.Slots), Dir: r.Slots, File: "perch", Perm: 0o755,
+			Tries: r.Tries, Running: running, Restart: func(_ context.Context, reason string) error {
+				restart(reason)
+				return nil
+			}}
+	}
+	if f := u.Firmware; f != nil {
+		var l boot.Loader
+		switch f.Loader {
+		case config.FirmwareLoaderFile:
+			l = boot.NewFileLoader(boot.OSFS{}, f.Slots)
+		case config.FirmwareLoaderUBoot:
+			l = &boot.UBoot{}
+		case config.FirmwareLoaderRPiTryboot:
+			l = &boot.RPiTryboot{}
+		default:
+			return nil, fmt.Errorf("perch run: update.firmware.loader: %q", f.Loader)
+		}
+		reboot := f.Reboot
+		ac.Firmware = &update.Slots{Loader: l, Dir: f.Slots, Tries: f.Tries, Restart: func(ctx context.Context, reason string) error {
+			return runReboot(ctx, reboot)
+		}}
+	}
+	return update.New(ac, cfg, rt, rt.Store())
+}
+
+// runReboot runs the firmware's reboot command (argv, no shell) and waits for it: systemd
+// then stops perch like any service.
+func runReboot(ctx context.Context, argv []string) error {
+	out, err := exec.CommandContext(context.WithoutCancel(ctx), argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("update.firmware.reboot %q: %w: %s", argv, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // printer prints summaries and alerts as they happen.

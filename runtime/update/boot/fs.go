@@ -19,6 +19,9 @@ type FS interface {
 	// Create opens name for writing, creating it with perm if it is missing and truncating
 	// it if it exists (O_WRONLY|O_CREATE|O_TRUNC).
 	Create(name string, perm fs.FileMode) (File, error)
+	// Append opens name for writing at its end, creating it with perm if it is missing
+	// (O_WRONLY|O_CREATE|O_APPEND). It is how a download resumes where the bytes on disk end.
+	Append(name string, perm fs.FileMode) (File, error)
 	// Open opens name for reading.
 	Open(name string) (io.ReadCloser, error)
 	// Rename atomically replaces newname with oldname.
@@ -55,6 +58,11 @@ type OSFS struct{}
 // Create implements [FS].
 func (OSFS) Create(name string, perm fs.FileMode) (File, error) {
 	return os.OpenFile(filepath.FromSlash(name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+}
+
+// Append implements [FS].
+func (OSFS) Append(name string, perm fs.FileMode) (File, error) {
+	return os.OpenFile(filepath.FromSlash(name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, perm)
 }
 
 // Open implements [FS].

@@ -47,7 +47,7 @@ version=${name#perch-}
 version=${version%-linux-arm64}
 (cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS) || fail "$tarball: SHA256SUMS does not match its files"
 # e_machine of an ELF file, little-endian: 0xb7 is AArch64.
-for f in bin/perch lib/libonnxruntime.so.1; do
+for f in bin/perch bin/perch-boot lib/libonnxruntime.so.1; do
   [ "$(od -An -tx1 -j18 -N2 "$dir/$f" | tr -d ' \n')" = b700 ] || fail "$f is not an arm64 ELF file"
 done
 step "unpacked, SHA256SUMS ok, arm64 ELF"

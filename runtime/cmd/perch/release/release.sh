@@ -4,6 +4,7 @@
 #
 # Each tarball holds one directory, perch-VERSION-linux-ARCH/:
 #   bin/perch                  cgo, -trimpath, main.Version=VERSION
+#   bin/perch-boot             the A/B wrapper systemd runs (runtime/update/boot/cmd/perch-boot), static
 #   lib/libonnxruntime.so.1    ONNX Runtime of the same arch, from the digest-checked `make ort` cache
 #   modules/NAME.wasm          the first-party Wasm modules, each with NAME.manifest.yaml
 #   models/NAME.card.yaml      the demo's anomaly model (`make demo-model`), its .onnx beside it
@@ -82,6 +83,8 @@ for arch in amd64 arm64; do
   echo "release: $name"
   CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc "$GO" build -trimpath \
     -ldflags "-s -w -X main.Version=$version" -o "$stage/bin/perch" ./runtime/cmd/perch
+  CGO_ENABLED=0 GOOS=linux GOARCH=$arch "$GO" build -trimpath -ldflags "-s -w" \
+    -o "$stage/bin/perch-boot" ./runtime/update/boot/cmd/perch-boot
   lib=$ortdir/linux-$ortarch/libonnxruntime.so.1
   [ -f "$lib" ] || { echo "release: $lib missing (make ort)" >&2; exit 1; }
   cp "$lib" "$stage/lib/libonnxruntime.so.1"
@@ -108,7 +111,7 @@ for arch in amd64 arm64; do
   licenses "$stage/licenses" "$stage/bin/perch"
   find "$stage" -type d -exec chmod 0755 {} +
   find "$stage" -type f -exec chmod 0644 {} +
-  chmod 0755 "$stage/bin/perch"
+  chmod 0755 "$stage/bin/perch" "$stage/bin/perch-boot"
   (cd "$stage" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | sort | xargs sha256sum > SHA256SUMS)
   chmod 0644 "$stage/SHA256SUMS"
   tar --sort=name --format=gnu --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \

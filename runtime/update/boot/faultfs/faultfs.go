@@ -12,7 +12,7 @@
 //
 // That is a pessimistic model of ext4 with data=ordered: nothing that was not fsynced is
 // relied upon, and no operation is half-done except a write. Reads do not count as
-// operations; Create, Write, Sync, Rename, Remove, Mkdir and SyncDir do.
+// operations; Create, Append, Write, Sync, Rename, Remove, Mkdir and SyncDir do.
 //
 // An FS is safe for concurrent use by multiple goroutines.
 package faultfs
@@ -222,6 +222,29 @@ func (f *FS) Create(name string, perm fs.FileMode) (boot.File, error) {
 		f.pending = append(f.pending, nsOp{kind: nsLink, name: name, n: n})
 	}
 	return &file{fs: f, n: n, name: name}, nil
+}
+
+// Append implements [boot.FS]: writes go after the file's current content (as reads see it).
+func (f *FS) Append(name string, perm fs.FileMode) (boot.File, error) {
+	name = clean(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.step(); err != nil {
+		return nil, err
+	}
+	if err := f.parentDir("append", name); err != nil {
+		return nil, err
+	}
+	n, ok := f.names[name]
+	switch {
+	case ok && n.dir:
+		return nil, &fs.PathError{Op: "append", Path: name, Err: errors.New("is a directory")}
+	case !ok:
+		n = &node{}
+		f.names[name] = n
+		f.pending = append(f.pending, nsOp{kind: nsLink, name: name, n: n})
+	}
+	return &file{fs: f, n: n, name: name, off: len(n.data)}, nil
 }
 
 type file struct {

@@ -3,7 +3,9 @@ package faultfs_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"testing"
 
@@ -115,5 +117,78 @@ func TestRenameDurableAfterSyncDir(t *testing.T) {
 	}
 	if n, err := f.ReadDir("/"); err != nil || len(n) != 1 || n[0] != "a" {
 		t.Fatalf("ReadDir = %v, %v", n, err)
+	}
+}
+
+// TestAppend: Append writes after what is there; what it wrote is durable only after Sync
+// (until then a power cut keeps a prefix, possibly torn), and the name it created only after
+// SyncDir.
+func TestAppend(t *testing.T) {
+	seen := map[string]bool{}
+	for seed := range 100 {
+		f := faultfs.New()
+		w, err := f.Create("/a", 0o644)
+		must(t, err)
+		_, err = w.Write([]byte("abc"))
+		must(t, err)
+		must(t, w.Sync())
+		must(t, w.Close())
+		must(t, f.SyncDir("/"))
+
+		w, err = f.Append("/a", 0o644)
+		must(t, err)
+		for _, s := range []string{"de", "fg"} {
+			_, err = w.Write([]byte(s))
+			must(t, err)
+		}
+		must(t, w.Close())
+		if got, _ := read(t, f, "/a"); string(got) != "abcdefg" {
+			t.Fatalf("after Append: %q", got)
+		}
+		n, err := f.Append("/new", 0o644) // a name never synced
+		must(t, err)
+		_, err = n.Write([]byte("x"))
+		must(t, err)
+		must(t, n.Sync())
+		must(t, n.Close())
+
+		f.Reboot(rand.New(rand.NewPCG(uint64(seed), 3)))
+		got, ok := read(t, f, "/a")
+		if !ok || !bytes.HasPrefix([]byte("abcdefg"), got) || len(got) < 3 {
+			t.Fatalf("seed %d: /a = %q, %v: not a prefix that keeps the synced bytes", seed, got, ok)
+		}
+		seen[string(got)] = true
+		_, ok = read(t, f, "/new")
+		seen[fmt.Sprint("new kept ", ok)] = true
+	}
+	for _, want := range []string{"abc", "abcd", "abcde", "abcdefg", "new kept true", "new kept false"} {
+		if !seen[want] {
+			t.Errorf("100 seeds never produced %q (saw %v)", want, seen)
+		}
+	}
+
+	// After Sync an appended file survives whole.
+	f := faultfs.New()
+	w, err := f.Append("/b", 0o644)
+	must(t, err)
+	_, err = w.Write([]byte("12"))
+	must(t, err)
+	must(t, w.Close())
+	w, err = f.Append("/b", 0o644)
+	must(t, err)
+	_, err = w.Write([]byte("34"))
+	must(t, err)
+	must(t, w.Sync())
+	must(t, w.Close())
+	must(t, f.SyncDir("/"))
+	f.Reboot(rand.New(rand.NewPCG(7, 7)))
+	if got, _ := read(t, f, "/b"); string(got) != "1234" {
+		t.Fatalf("synced append: %q", got)
+	}
+	if _, err := f.Append("/", 0o644); err == nil {
+		t.Error("Append on a directory succeeded")
+	}
+	if _, err := f.Append("/missing/x", 0o644); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Append in a missing folder: %v", err)
 	}
 }
