@@ -8,9 +8,10 @@ import (
 	"os"
 )
 
-// TLS configures the connection to a tls:// broker. Relative paths are from the config file.
+// TLS configures the connection to a tls:// broker or an https:// registry. Relative paths are
+// from the config file.
 type TLS struct {
-	CAFile   string `yaml:"ca_file"`   // PEM CA bundle of the broker; default the system's
+	CAFile   string `yaml:"ca_file"`   // PEM CA bundle of the server; default the system's
 	CertFile string `yaml:"cert_file"` // PEM client certificate, for mutual TLS
 	KeyFile  string `yaml:"key_file"`  // its PEM private key
 }
@@ -64,8 +65,14 @@ func (p *parser) broker(at, broker string, t *TLS) {
 			p.errf(at+".tls", "the broker %q is not a tls:// URL", broker)
 		}
 	}
+	p.tlsFiles(at+".tls", t)
+}
+
+// tlsFiles checks the files of a TLS section at field at (such as "uplink.tls") and makes their
+// paths absolute.
+func (p *parser) tlsFiles(at string, t *TLS) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
-		p.errf(at+".tls", "cert_file and key_file go together")
+		p.errf(at, "cert_file and key_file go together")
 	}
 	for _, f := range []struct {
 		field string
@@ -76,7 +83,7 @@ func (p *parser) broker(at, broker string, t *TLS) {
 		}
 		*f.path = p.abs(*f.path)
 		if _, err := os.Stat(*f.path); err != nil {
-			p.errf(at+".tls."+f.field, "%v", err)
+			p.errf(at+"."+f.field, "%v", err)
 		}
 	}
 }

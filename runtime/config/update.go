@@ -17,6 +17,8 @@ import (
 //
 //	update:
 //	  registry: https://registry.example:5000   # OCI API under /v2/, TUF metadata under /tuf/
+//	  tls: {ca_file: registry-ca.pem}   # https only: the registry's CA (default the system's), and
+//	                                    # cert_file/key_file for a registry that asks for client certs
 //	  root: root.json            # the TUF root embedded at provisioning (relative to this file)
 //	  group: pumps               # the device group deployments name
 //	  hardware: arm64            # what targets must list; default the binary's architecture
@@ -36,6 +38,7 @@ import (
 // a runtime (firmware) section refuses a deployment that names a runtime (firmware) target.
 type Update struct {
 	Registry     string          `yaml:"registry"`
+	TLS          TLS             `yaml:"tls"`
 	Root         string          `yaml:"root"`
 	Group        string          `yaml:"group"`
 	Hardware     string          `yaml:"hardware"`
@@ -112,7 +115,10 @@ func (p *parser) update(c *Config) {
 		p.errf("update.registry", "%v", err)
 	} else if (r.Scheme != "http" && r.Scheme != "https") || r.Host == "" {
 		p.errf("update.registry", "want an http:// or https:// URL with a host, got %q", u.Registry)
+	} else if r.Scheme != "https" && u.TLS != (TLS{}) {
+		p.errf("update.tls", "the registry %q is not an https:// URL", u.Registry)
 	}
+	p.tlsFiles("update.tls", &u.TLS)
 	if u.Root == "" {
 		p.errf("update.root", "required: the TUF root.json the box was provisioned with")
 	} else {

@@ -23,6 +23,10 @@ func TestUpdateSection(t *testing.T) {
 		u.Dir != filepath.Join(filepath.Dir(cfg.Store.Path), "updates") || u.Poll.D() != 5*time.Minute || u.HealthWindow.D() != 30*time.Second {
 		t.Errorf("defaults: %+v", u)
 	}
+	cfg, err = parse(dir, "site: s\ndevice: d\nupdate:\n  registry: https://127.0.0.1:5000\n  root: root.json\n  group: pumps\n  tls: {ca_file: root.json}\n")
+	if err != nil || cfg.Update.TLS.CAFile != filepath.Join(dir, "root.json") {
+		t.Errorf("update.tls: %+v, %v", cfg.Update.TLS, err)
+	}
 	if cfg, err := parse(dir, "site: s\ndevice: d\n"); err != nil || cfg.Update.Enabled() {
 		t.Errorf("no update section: %+v, %v", cfg.Update, err)
 	}
@@ -35,6 +39,9 @@ func TestUpdateSection(t *testing.T) {
 		{"update:\n  registry: http://x:1\n  root: root.json\n  group: g\n  poll: 10ms\n", "update.poll: at least 1s"},
 		{"update:\n  registry: http://x:1\n  root: root.json\n  group: g\n  health_window: 1ms\n", "update.health_window: at least 100ms"},
 		{"update:\n  registry: http://x:1\n  root: root.json\n  group: g\n  bogus: 1\n", "field bogus not found"},
+		{"update:\n  registry: http://x:1\n  root: root.json\n  group: g\n  tls: {ca_file: root.json}\n", `update.tls: the registry "http://x:1" is not an https:// URL`},
+		{"update:\n  registry: https://x:1\n  root: root.json\n  group: g\n  tls: {ca_file: ca.pem}\n", "update.tls.ca_file: stat"},
+		{"update:\n  registry: https://x:1\n  root: root.json\n  group: g\n  tls: {cert_file: root.json}\n", "update.tls: cert_file and key_file go together"},
 	} {
 		_, err := parse(dir, "site: s\ndevice: d\n"+tc.yaml)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -143,6 +143,14 @@ func TestIntegrationTopics(t *testing.T) {
 	b := mqtttest.Start(t, "")
 	sub := subscribe(t, b, "perch/#", nil)
 	r := newRig(t, testConfig(b.URL()), Options{Version: "test-1"})
+	// What the update agent journaled goes up in the status: the last step per target.
+	for _, st := range []store.UpdateStep{{Target: "deployments/pumps", Kind: "deployment", Release: 3, Step: "skipped"},
+		{Target: "modules/f", Kind: "module", Version: "0.2.0", Release: 2, Step: "swapped"},
+		{Target: "modules/f", Kind: "module", Version: "0.2.0", Release: 2, Step: "committed"}} {
+		if err := r.st.Journal(context.Background(), st); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sub.waitFor(10*time.Second, "status online", func(ms []message) bool {
 		return count(ms, testPrefix+TopicStatus, isState("online")) > 0
 	})
@@ -183,6 +191,10 @@ func TestIntegrationTopics(t *testing.T) {
 			json.Unmarshal(m.payload, &st)
 			if st.Version != "test-1" || st.Backlog == nil {
 				t.Errorf("status %s", m.payload)
+			}
+			if len(st.Updates) != 2 || st.Updates[0].Target != "modules/f" || st.Updates[0].Step != "committed" ||
+				st.Updates[0].Release != 2 || st.Updates[1].Step != "skipped" || st.Updates[1].Time.IsZero() {
+				t.Errorf("status updates %+v", st.Updates)
 			}
 		}
 	}

@@ -91,3 +91,4 @@ func (nopOutbox) OutboxStats(context.Context) (store.OutboxStats, error) {
 	return store.OutboxStats{}, nil
 }
 func (nopOutbox) OutboxNotify() <-chan struct{} { return nil }
+func (nopOutbox) LastSteps(context.Context) ([]store.UpdateStep, error) { return nil, nil }

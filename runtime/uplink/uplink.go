@@ -27,7 +27,8 @@
 //	                                      "source":...,"series":...,"fields":{},"tags":{}};
 //	                                      summaries and events also in batches (format.go)
 //	status          retained: {"state":"online",...} on connect and every heartbeat (uptime,
-//	                version, outbox backlog, byte counters); the last will {"state":"offline"}
+//	                version, outbox backlog, byte counters, each update target's last step);
+//	                the last will {"state":"offline"}
 //	cmd/<name>      commands in; answered on cmd/<name>/reply: ping, status, update (poll the
 //	                registry now), actuate (drive an actuator allowed by
 //	                uplink.commands.actuate: see command.go); others get an error
@@ -103,6 +104,7 @@ type outbox interface {
 	Ack(ctx context.Context, ids []int64) error
 	OutboxStats(ctx context.Context) (store.OutboxStats, error)
 	OutboxNotify() <-chan struct{}
+	LastSteps(ctx context.Context) ([]store.UpdateStep, error) // the status's updates
 }
 
 // Uplink is the MQTT uplink of one device. Create it with [New]; call Run once.
@@ -531,6 +533,21 @@ type Status struct {
 	BytesIngested  int64            `json:"bytes_ingested"`
 	BytesPublished int64            `json:"bytes_published"`
 	RowsDropped    int64            `json:"rows_dropped"`
+	// Updates is the last step the update agent journaled for each target it handled (its
+	// deployment, modules, models, firmware, runtime), newest first: how far this box is with
+	// each deployment. Empty on a box without an agent.
+	Updates []UpdateState `json:"updates,omitempty"`
+}
+
+// UpdateState is one target's last update step (the recorder's update_status view).
+type UpdateState struct {
+	Target  string    `json:"target"`
+	Kind    string    `json:"kind"`
+	Version string    `json:"version"`
+	Release uint64    `json:"release"`
+	Step    string    `json:"step"` // found, downloaded, staged, swapped, committed, rolled_back, failed, skipped, ...
+	Detail  string    `json:"detail,omitempty"`
+	Time    time.Time `json:"time"`
 }
 
 func (u *Uplink) status(ctx context.Context) Status {
@@ -541,6 +558,12 @@ func (u *Uplink) status(ctx context.Context) Status {
 			s.Backlog[b.Name] = b.Rows
 		}
 		s.BacklogBytes, s.BytesIngested, s.BytesPublished, s.RowsDropped = st.Bytes, st.BytesIngested, st.BytesPublished, st.RowsDropped
+	}
+	if steps, err := u.st.LastSteps(ctx); err == nil {
+		for _, st := range steps {
+			s.Updates = append(s.Updates, UpdateState{Target: st.Target, Kind: st.Kind, Version: st.Version, Release: st.Release,
+				Step: st.Step, Detail: st.Detail, Time: time.Unix(0, st.TimeNS).UTC()})
+		}
 	}
 	return s
 }

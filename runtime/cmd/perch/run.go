@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -174,6 +175,15 @@ func newAgent(cfg *config.Config, rt *runtime.Runtime, log *slog.Logger, restart
 	log = log.With("component", "update")
 	ac := update.Config{Device: cfg.Device, Group: u.Group, Hardware: u.Hardware, Registry: u.Registry,
 		Dir: u.Dir, Root: root, Poll: u.Poll.D(), HealthWindow: u.HealthWindow.D(), Logger: log}
+	if u.TLS != (config.TLS{}) {
+		tc, err := u.TLS.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("perch run: update.tls: %w", err)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tc
+		ac.HTTP = &http.Client{Transport: tr}
+	}
 	if r := u.Runtime; r != nil {
 		// perch-boot says which slot it exec'd; without it, the agent refuses runtime updates.
 		running, err := boot.ParseSlot(os.Getenv("PERCH_SLOT"))
