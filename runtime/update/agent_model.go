@@ -22,6 +22,7 @@ import (
 // runningModel is the card a model node runs now: what a rollback restores.
 type runningModel struct {
 	card    string // the card's path (NAME.card.yaml, its .onnx beside it)
+	model   string // the hex SHA-256 of its .onnx file (the card's sha256)
 	version string
 	target  string
 	release uint64
@@ -35,7 +36,7 @@ func runningModels(cfg *config.Config, installed []store.Installed) map[string]r
 		m := &cfg.Models[i]
 		r := runningModel{card: m.Card}
 		if m.Loaded != nil {
-			r.version = m.Loaded.Version
+			r.version, r.model = m.Loaded.Version, m.Loaded.SHA256
 		}
 		for _, in := range installed {
 			if in.Kind == trust.KindModel && in.Name == m.Name && in.Path == m.Card {
@@ -52,7 +53,9 @@ func runningModels(cfg *config.Config, installed []store.Installed) map[string]r
 // against the TUF target, the .onnx against the card's digest; they are staged side by side
 // as NAME.onnx and NAME.card.yaml, swapped in between two batches of the node
 // ([runtime.Runtime.SwapModel]), watched for the health window, and committed (the installed
-// table names the staged card) or rolled back to the card it ran before.
+// table names the staged card) or rolled back to the card it ran before. After the commit, the
+// superseded blobs and staged folders in the model's download folder are removed (collect);
+// a removal a power cut interrupted is finished at the next poll.
 func (a *Agent) updateModel(ctx context.Context, model, target string) error {
 	cur, ok := a.models[model]
 	if !ok {
@@ -62,13 +65,18 @@ func (a *Agent) updateModel(ctx context.Context, model, target string) error {
 	if err != nil {
 		return err
 	}
+	u := a.attempt(model, target, c)
+	dir := filepath.Join(a.cfg.Dir, "models", model)
 	if c.Release <= cur.release && cur.target == target {
-		return nil // up to date
+		// Up to date; finish a collect that a power cut interrupted.
+		if keep := modelKeep(dir, cur.card, cur.model); keep != nil {
+			a.collectIfStale(ctx, u.step, dir, cur.release, keep...)
+		}
+		return nil
 	}
 	if bad, err := a.rolledBack(ctx, target, c.Release); err != nil || bad {
 		return err // rolled back once: never again
 	}
-	u := a.attempt(model, target, c)
 	var installed uint64
 	if cur.target == target {
 		installed = cur.release
@@ -76,7 +84,7 @@ func (a *Agent) updateModel(ctx context.Context, model, target string) error {
 	if err := u.check(ctx, trust.KindModel, installed); err != nil {
 		return err
 	}
-	files, _, err := a.fetch(ctx, target, c, info, filepath.Join(a.cfg.Dir, "models", model))
+	files, _, err := a.fetch(ctx, target, c, info, dir)
 	if err != nil {
 		return u.fail(ctx, err)
 	}
@@ -105,10 +113,29 @@ func (a *Agent) updateModel(ctx context.Context, model, target string) error {
 		fmt.Sprintf("healthy for %v", a.cfg.HealthWindow)); err != nil {
 		return u.fail(ctx, err)
 	}
-	a.models[model] = runningModel{card: cardPath, version: cd.Version, target: target, release: c.Release}
+	a.models[model] = runningModel{card: cardPath, model: cd.SHA256, version: cd.Version, target: target, release: c.Release}
 	u.committed(ctx)
+	// Only now, with the installed row on disk, may the superseded models go.
+	a.collect(ctx, u.step, dir, modelKeep(dir, cardPath, cd.SHA256)...)
 	return nil
 }
+
+// modelKeep returns the names in dir, a model's download folder, that the model whose card is
+// at cardPath (in its staged folder in dir) uses: the .onnx blob (named by onnxSHA, its hex
+// SHA-256), the card's blob and the staged folder. It returns nil when the card is not in a
+// staged folder of dir (the config's own card): then nothing of dir is known to be in use, and
+// nothing is collected.
+func modelKeep(dir, cardPath, onnxSHA string) []string {
+	staged := filepath.Dir(cardPath)
+	blob, ok := strings.CutSuffix(filepath.Base(staged), stagedSuffix)
+	if !ok || filepath.Clean(filepath.Dir(staged)) != filepath.Clean(dir) || onnxSHA == "" {
+		return nil
+	}
+	return []string{onnxSHA, blob, blob + stagedSuffix}
+}
+
+// stagedSuffix names a model's staged folder: the card blob's name and this.
+const stagedSuffix = ".staged"
 
 // stageModel checks a model artifact's layers (the .onnx file, then its card: a card that
 // does not parse, or whose digest is not the .onnx file's, is refused) and writes them side by
@@ -135,7 +162,7 @@ func (a *Agent) stageModel(files []string) (string, []byte, *card.Card, error) {
 		return "", nil, nil, fmt.Errorf("the artifact's model has sha256 %s, its card says %s: %w", got, cd.SHA256, ErrDigest)
 	}
 	// One folder per card: the card pins the model, so the folder's content never changes.
-	dir := filepath.ToSlash(files[1]) + ".staged"
+	dir := filepath.ToSlash(files[1]) + stagedSuffix
 	if err := boot.MkdirAll(fsys, dir, 0o755); err != nil {
 		return "", nil, nil, err
 	}
@@ -176,10 +203,31 @@ func writeDurable(fsys boot.FS, dir, name string, data []byte) error {
 	return nil
 }
 
+// loadCard is [card.Load] on fsys: it reads and parses the card at path and checks the
+// SHA-256 of the model file beside it against the card's.
+func loadCard(fsys boot.FS, path string) (*card.Card, error) {
+	data, err := readFile(fsys, path)
+	if err != nil {
+		return nil, fmt.Errorf("model card: %w", err)
+	}
+	c, err := card.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("model card %s: %w", path, err)
+	}
+	model, err := readFile(fsys, c.ModelPath(path))
+	if err != nil {
+		return nil, fmt.Errorf("model card %s: model: %w", path, err)
+	}
+	if got := card.Digest(model); got != c.SHA256 {
+		return nil, fmt.Errorf("model card %s: model %s has sha256 %s, the card says %s: %w", path, c.Model, got, c.SHA256, ErrDigest)
+	}
+	return c, nil
+}
+
 // applyInstalledModels points the models of cfg at the cards the agent installed and committed,
-// once each card is re-verified by its SHA-256 and loaded (which checks its model's digest), and
-// its features fit the model's fields map: one that fails is skipped with a warning and the
-// config's own card runs.
+// once each card is re-verified by its SHA-256 and loaded from fsys (loadCard: its model's
+// digest is checked), and its features fit the model's fields map: one that fails is skipped
+// with a warning and the config's own card runs.
 func applyInstalledModels(cfg *config.Config, db *sql.DB, fsys boot.FS, log *slog.Logger) error {
 	rows, err := db.Query(`SELECT name, path, sha256, version FROM installed WHERE kind = 'model'`)
 	if err != nil {
@@ -202,7 +250,7 @@ func applyInstalledModels(cfg *config.Config, db *sql.DB, fsys boot.FS, log *slo
 			log.Warn("update: an installed model card does not verify; running the config's", "model", name, "err", err)
 			continue
 		}
-		c, err := card.Load(path)
+		c, err := loadCard(fsys, path)
 		if err != nil {
 			log.Warn("update: an installed model does not load; running the config's", "model", name, "err", err)
 			continue

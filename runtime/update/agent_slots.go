@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -39,7 +38,9 @@ type Slots struct {
 	// Loader chooses the slot at boot: a boot.FileLoader on the perch-boot folder for the
 	// runtime; the firmware's bootloader (boot.UBoot, boot.RPiTryboot, ...).
 	Loader boot.Loader
-	// FS is where the slots are written; nil means boot.OSFS{}.
+	// FS is where the slots are written; nil means the agent's [Config].FS (itself boot.OSFS{}
+	// by default), so that one faultfs in a test holds the downloads and the slots alike. The
+	// Loader has its own FS (boot.NewFileLoader's): give it the same one for a test.
 	FS boot.FS
 	// Dir holds the slots; File, if set, makes each slot a folder Dir/<slot>/File (the perch
 	// binary: "perch"), else each slot is the file Dir/<slot> (see slots.Installer).
@@ -79,10 +80,11 @@ func (a *Agent) slotSets() []kindSlots {
 	return out
 }
 
-func (s *Slots) installer() *slots.Installer {
+// installer returns the slot installer of s, on s.FS or else on agentFS.
+func (s *Slots) installer(agentFS boot.FS) *slots.Installer {
 	fsys := s.FS
 	if fsys == nil {
-		fsys = boot.OSFS{}
+		fsys = agentFS
 	}
 	return &slots.Installer{FS: fsys, Loader: s.Loader, Dir: s.Dir, File: s.File, Perm: s.Perm, Tries: s.Tries}
 }
@@ -249,7 +251,7 @@ func (a *Agent) commitSlot(ctx context.Context, k kindSlots, step store.UpdateSt
 		a.journal(ctx, step)
 		return nil
 	}
-	in := k.s.installer()
+	in := k.s.installer(a.fs())
 	path := in.Path(slot)
 	sum, err := hashSlot(in.FS, path)
 	if err != nil {
@@ -258,6 +260,10 @@ func (a *Agent) commitSlot(ctx context.Context, k kindSlots, step store.UpdateSt
 	if err := a.st.Install(ctx, store.Installed{Target: step.Target, Kind: k.kind, Name: k.kind, Version: step.Version, Release: step.Release,
 		Digest: step.Digest, Path: path, SHA256: sum}, slotDetail(slot, "%s; committed", why)); err != nil {
 		return err
+	}
+	// A download whose removal after staging a power cut lost is not needed now either.
+	if _, err := removeAllBut(a.fs(), filepath.ToSlash(filepath.Join(a.cfg.Dir, k.kind))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.Warn("update: remove old downloads", "kind", k.kind, "err", err)
 	}
 	a.event(ctx, "update.committed", "", fmt.Sprintf("%s %s %s (release %d) committed in slot %s", k.kind, step.Target, step.Version, step.Release, slot))
 	return nil
@@ -396,30 +402,38 @@ func (a *Agent) updateSlot(ctx context.Context, kind, target string) error {
 	}
 	step.Step, step.Detail = StepFound, ""
 	a.journal(ctx, step)
-	files, _, err := a.fetch(ctx, target, c, info, filepath.Join(a.cfg.Dir, kind))
+	dir := filepath.Join(a.cfg.Dir, kind)
+	files, _, err := a.fetch(ctx, target, c, info, dir)
 	if err != nil {
 		return fail(err)
 	}
 	if len(files) != 1 {
 		return fail(fmt.Errorf("update: %s: a %s artifact is one file, this one has %d", target, kind, len(files)))
 	}
+	// Downloads of earlier releases whose removal after staging a power cut lost go now
+	// (not journaled: they cost disk space, not correctness).
+	if _, err := removeAllBut(a.fs(), filepath.ToSlash(dir), filepath.Base(files[0])); err != nil {
+		a.log.Warn("update: remove old downloads", "dir", dir, "err", err)
+	}
 	step.Step = StepDownloaded
 	a.journal(ctx, step)
 	slot := st.Booted.Other()
-	in := k.s.installer()
+	in := k.s.installer(a.fs())
 	if err := in.Recover(ctx); err != nil {
 		return fail(err)
 	}
-	f, err := os.Open(files[0])
+	// The file is named by its SHA-256, which fetch checked: it is checked again here, as
+	// every cached file is before use (and this pass gives its size, which boot.FS does not
+	// stat), and Install checks the slot against it after writing.
+	size, err := verifyBlob(a.fs(), files[0])
 	if err != nil {
 		return fail(err)
 	}
-	fi, err := f.Stat()
-	if err == nil {
-		// The file is named by its SHA-256, which fetch checked; Install checks the slot
-		// against it after writing.
-		err = in.Install(ctx, slot, f, fi.Size(), filepath.Base(files[0]))
+	f, err := a.fs().Open(files[0])
+	if err != nil {
+		return fail(err)
 	}
+	err = in.Install(ctx, slot, f, size, filepath.Base(files[0]))
 	f.Close()
 	if err != nil {
 		return fail(err)
@@ -428,14 +442,44 @@ func (a *Agent) updateSlot(ctx context.Context, kind, target string) error {
 	if tries == 0 {
 		tries = slots.DefaultTries
 	}
-	step.Step, step.Detail = StepStaged, slotDetail(slot, "written and verified (%d bytes); the loader boots it next, %d boots to pass the health window", fi.Size(), tries)
+	step.Step, step.Detail = StepStaged, slotDetail(slot, "written and verified (%d bytes); the loader boots it next, %d boots to pass the health window", size, tries)
 	a.journal(ctx, step)
-	// The slot holds the verified copy now: the download goes.
-	if err := os.Remove(files[0]); err != nil {
+	// The slot holds the verified copy now: the download goes (not journaled as collected:
+	// the staged step must stay the kind's last, resumeSlot reads it at the next start). A
+	// power cut that loses the removal leaves a file the next download of this kind removes.
+	if err := a.removeDurable(files[0]); err != nil {
 		a.log.Warn("update: remove a staged download", "file", files[0], "err", err)
 	}
 	a.restart(ctx, k, step, fmt.Sprintf("%s %s staged in slot %s", kind, c.Version, slot))
 	return nil
+}
+
+// verifyBlob reads the content-addressed file name through and checks its SHA-256 against its
+// name (as readBlob, without holding the bytes: a firmware image can be large); it returns
+// its size in bytes.
+func verifyBlob(fsys boot.FS, name string) (int64, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, fmt.Errorf("update: read %s: %w", name, err)
+	}
+	if got, want := hex.EncodeToString(h.Sum(nil)), filepath.Base(name); got != want {
+		return 0, fmt.Errorf("update: %s holds %d bytes with sha256:%s, not what its name says: %w", name, n, got, ErrDigest)
+	}
+	return n, nil
+}
+
+// removeDurable removes the file name through the agent's FS and syncs its folder.
+func (a *Agent) removeDurable(name string) error {
+	if err := a.fs().Remove(filepath.ToSlash(name)); err != nil {
+		return err
+	}
+	return a.fs().SyncDir(slashDir(name))
 }
 
 // refuseOnce journals a refusal as failed, and returns it, unless the target's last step is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,12 +15,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/perch-edge/perch/models/card"
 	"github.com/perch-edge/perch/registry/artifact"
 	"github.com/perch-edge/perch/runtime"
 	"github.com/perch-edge/perch/runtime/config"
@@ -27,6 +30,7 @@ import (
 	"github.com/perch-edge/perch/runtime/update"
 	"github.com/perch-edge/perch/runtime/update/boot"
 	"github.com/perch-edge/perch/runtime/update/boot/faultfs"
+	"github.com/perch-edge/perch/runtime/update/slots"
 	"github.com/perch-edge/perch/sdk/perchtest"
 )
 
@@ -58,20 +62,7 @@ func TestCrashModuleInstall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test: a registry, SQLite, many rounds")
 	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("PERCH_CRASH_SEED"); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("PERCH_CRASH_SEED=%q: %v", s, err)
-		}
-	}
-	rounds := crashRandomRounds
-	if s := os.Getenv("PERCH_CRASH_ROUNDS"); s != "" {
-		var err error
-		if rounds, err = strconv.Atoi(s); err != nil || rounds < 0 {
-			t.Fatalf("PERCH_CRASH_ROUNDS=%q: want a count of rounds", s)
-		}
-	}
+	seed, rounds := crashKnobs(t)
 	t.Logf("seed %d (PERCH_CRASH_SEED replays it), %d random rounds per scenario", seed, rounds)
 
 	perchtest.Built(t, "scale")
@@ -117,42 +108,50 @@ type crashScenario struct {
 // cutPoint says where a round cuts the power.
 type cutPoint struct {
 	op   int    // at this file-system operation (1-based); 0: none
-	at   string // or at this moment: "swap" (before the swap), "health" (in the health window)
+	at   string // or at this moment: "swap" (before the swap; A/B slots: at the restart), "health" (in the health window)
 	desc string
 }
 
 func (sc *crashScenario) sweep(t *testing.T, rounds int) {
-	// A clean round counts the file-system operations of a whole update.
-	total, runs := sc.round(t, 0, cutPoint{desc: "no cut, power off after the poll"})
+	sweepCuts(t, sc.name, sc.seed, rounds, sc.round)
+}
+
+// sweepCuts runs round once without a cut, to count the file-system operations of a whole
+// update, then with a cut at each of them, at the moments of cutPoint.at, right after the
+// update, and at rounds random operations drawn from seed. Each round returns the operations
+// it made and which release ran after the cut ("old" or "new"); both must occur.
+func sweepCuts(t *testing.T, name string, seed uint64, rounds int, round func(*testing.T, int, cutPoint) (int, string)) {
+	t.Helper()
+	total, runs := round(t, 0, cutPoint{desc: "no cut, power off after the poll"})
 	if runs != "new" {
-		t.Fatalf("%s, seed %d: after a clean update and a power cut the box runs the %s release", sc.name, sc.seed, runs)
+		t.Fatalf("%s, seed %d: after a clean update and a power cut the box runs the %s release", name, seed, runs)
 	}
 	if total < 20 {
 		t.Fatalf("a clean update made only %d file-system operations", total)
 	}
 	t.Logf("a clean update makes %d file-system operations", total)
-	round := 1
+	n := 1
 	var points []cutPoint
 	for k := 1; k <= total; k++ {
 		points = append(points, cutPoint{op: k, desc: fmt.Sprintf("cut at op %d of %d", k, total)})
 	}
-	points = append(points, cutPoint{at: "swap", desc: "cut at the swap, after the last file operation before the commit"},
+	points = append(points, cutPoint{at: "swap", desc: "cut at the swap (A/B slots: at the restart), after the last file operation before it"},
 		cutPoint{at: "health", desc: "cut in the health window, before the commit"},
 		cutPoint{op: total + 1, desc: "cut at the first operation after the update (right after the commit and the collect)"})
-	rng := rand.New(rand.NewPCG(sc.seed, fnv64(sc.name)))
+	rng := rand.New(rand.NewPCG(seed, fnv64(name)))
 	for range rounds {
 		k := 1 + rng.IntN(total+1)
 		points = append(points, cutPoint{op: k, desc: fmt.Sprintf("random cut at op %d of %d", k, total)})
 	}
 	outcomes := map[string]int{}
 	for _, p := range points {
-		_, runs := sc.round(t, round, p)
-		round++
+		_, runs := round(t, n, p)
+		n++
 		outcomes[runs]++
 	}
 	t.Logf("%d rounds with a cut: the box ran the old release after %d, the new one after %d", len(points), outcomes["old"], outcomes["new"])
 	if outcomes["old"] == 0 || outcomes["new"] == 0 {
-		t.Errorf("seed %d: the cuts never left the box on one of the releases: %v", sc.seed, outcomes)
+		t.Errorf("seed %d: the cuts never left the box on one of the releases: %v", seed, outcomes)
 	}
 }
 
@@ -452,14 +451,43 @@ func (f powerFile) Write(b []byte) (int, error) {
 
 func (f powerFile) Sync() error { return f.p.check(f.File.Sync()) }
 
-// fakeTarget swaps module binaries in memory and reports every module healthy. onSwap and
-// onHealth, if set, run first (a test cuts the power there). The Target it embeds is nil: the
-// module path calls none of its other methods (a call would panic).
+// fakeTarget swaps module binaries and model cards in memory and reports every module and
+// model healthy. onSwap and onHealth, if set, run first (a test cuts the power there).
 type fakeTarget struct {
-	update.Target
 	mu               sync.Mutex
 	onSwap, onHealth func()
 	bins             map[string][]byte
+	cards            map[string]string
+	// disk, if set, is where SwapModel reads the card and its model, as the runtime's does
+	// from the operating system's files: a swap to a card that is not whole is refused.
+	disk boot.FS
+}
+
+func (f *fakeTarget) SwapModel(_ context.Context, model, cardPath string) (runtime.ModelSwapReport, error) {
+	if f.onSwap != nil {
+		f.onSwap()
+	}
+	var rep runtime.ModelSwapReport
+	if f.disk != nil {
+		c, _, err := loadCardOn(f.disk, cardPath)
+		if err != nil {
+			return rep, err
+		}
+		rep.NewVersion = c.Version
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cards == nil {
+		f.cards = map[string]string{}
+	}
+	f.cards[model] = cardPath
+	return rep, nil
+}
+
+func (f *fakeTarget) swappedCard(model string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cards[model]
 }
 
 func (f *fakeTarget) Swap(_ context.Context, module string, bin []byte, man *config.Manifest) (runtime.SwapReport, error) {
@@ -579,4 +607,536 @@ func must(t *testing.T, err error) {
 	}
 }
 
-var _ boot.FS = (*powerFS)(nil)
+var (
+	_ boot.FS       = (*powerFS)(nil)
+	_ update.Target = (*fakeTarget)(nil)
+)
+
+// TestCrashModelInstall is TestCrashModuleInstall for a model node: the power is cut at every
+// file-system operation of a model update (the deployment's download, the two layers' resumable
+// downloads, the staging of NAME.onnx and NAME.card.yaml, the collect of the superseded
+// model's blobs and staged folder after the commit), at the swap, in the health window, and at
+// random operations. After each cut the box reboots, ApplyInstalled points the model at a card,
+// and the test checks that the card and its .onnx file are byte for byte release 1's (or the
+// config's card, on a first update) or release 2's, that the card loads (digest checked), that
+// the installed row and the journal say the same, and that a fresh agent's poll completes the
+// update and leaves only release 2's files.
+//
+// The models are trained with models/anomaly (small PCA detectors); the swap is the test's
+// fake, which loads the card from the faultfs disk (the runtime's SwapModel is tested with
+// ONNX Runtime in agent_model_test.go and runtime/model_swap_test.go). The random rounds are
+// fewer than the module test's (PERCH_CRASH_ROUNDS/4, at least 2) to keep the whole crash test
+// short; PERCH_CRASH_SEED and PERCH_CRASH_ROUNDS work as there.
+func TestCrashModelInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: a registry, SQLite, many rounds")
+	}
+	seed, rounds := crashKnobs(t)
+	rounds = max(rounds/4, 2)
+	t.Logf("seed %d (PERCH_CRASH_SEED replays it), %d random rounds per scenario", seed, rounds)
+	perchtest.Built(t, "bme280")
+
+	var rel [3]modelRelease
+	for i := range rel {
+		c, raw := trainEnvModel(t, uint64(10+i), strconv.Itoa(i), 10+float64(i))
+		onnxPath, cardPath := writeModel(t, c, raw)
+		data, err := os.ReadFile(cardPath)
+		must(t, err)
+		rel[i] = modelRelease{version: c.Version, card: data, onnx: raw, onnxPath: onnxPath, cardPath: cardPath}
+	}
+	reg := newRegistry(t)
+	reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nmodels:\n  - {model: env-ae, target: models/env}\n")
+	reg.push("models/env", artifact.Model, "2", 2, nil, rel[2].onnxPath, rel[2].cardPath)
+
+	for _, sc := range []*modelCrash{
+		// The box runs its config's card (release 0) and takes its first model update.
+		{name: "first-update", reg: reg, config: rel[0], newRel: rel[2]},
+		// The box runs release 1, installed and committed earlier; the update to release 2
+		// collects release 1's blobs and staged folder after the commit.
+		{name: "second-update", reg: reg, config: rel[0], installed: &rel[1], newRel: rel[2]},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			sc.seed, sc.dir = seed, t.TempDir()
+			sweepCuts(t, sc.name, seed, rounds, sc.round)
+		})
+	}
+}
+
+// crashKnobs reads PERCH_CRASH_SEED (default: the clock) and PERCH_CRASH_ROUNDS (default
+// crashRandomRounds).
+func crashKnobs(t *testing.T) (uint64, int) {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("PERCH_CRASH_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("PERCH_CRASH_SEED=%q: %v", s, err)
+		}
+	}
+	rounds := crashRandomRounds
+	if s := os.Getenv("PERCH_CRASH_ROUNDS"); s != "" {
+		var err error
+		if rounds, err = strconv.Atoi(s); err != nil || rounds < 0 {
+			t.Fatalf("PERCH_CRASH_ROUNDS=%q: want a count of rounds", s)
+		}
+	}
+	return seed, rounds
+}
+
+// modelRelease is one trained model: its card's bytes and its ONNX model, and the files they
+// were written to (on the real disk).
+type modelRelease struct {
+	version            string
+	card, onnx         []byte
+	onnxPath, cardPath string
+}
+
+// modelCrash is one starting state of a model node, updated again and again with cuts.
+type modelCrash struct {
+	name      string
+	reg       *registryFixture
+	config    modelRelease  // the config's own card (on the real disk, as provisioned)
+	installed *modelRelease // release 1, committed earlier, or nil: the box runs config
+	newRel    modelRelease  // release 2: what the deployment moves the box to
+	seed      uint64
+	dir       string
+}
+
+// modelDir is the agent's download folder of the model node under root.
+func modelDir(root string) string { return filepath.ToSlash(filepath.Join(root, "models", "env-ae")) }
+
+// stage writes r on fsys as the agent stores a committed model: its two blobs, named by their
+// SHA-256, and the staged folder beside them; it returns the staged card's path.
+func (r modelRelease) stage(t *testing.T, fsys boot.FS, dir string) string {
+	t.Helper()
+	c, err := card.Parse(r.card)
+	must(t, err)
+	writeDurable(t, fsys, dir+"/"+hexSHA(r.onnx), r.onnx)
+	writeDurable(t, fsys, dir+"/"+hexSHA(r.card), r.card)
+	staged := dir + "/" + hexSHA(r.card) + ".staged"
+	writeDurable(t, fsys, staged+"/"+c.Model, r.onnx)
+	writeDurable(t, fsys, staged+"/"+c.Name+card.Suffix, r.card)
+	return filepath.FromSlash(staged + "/" + c.Name + card.Suffix)
+}
+
+func (sc *modelCrash) round(t *testing.T, round int, p cutPoint) (int, string) {
+	t.Helper()
+	ctx := context.Background()
+	where := fmt.Sprintf("model %s, seed %d, round %d (%s)", sc.name, sc.seed, round, p.desc)
+	rng := rand.New(rand.NewPCG(sc.seed, fnv64(fmt.Sprint("model", sc.name, round))))
+	dir := filepath.Join(sc.dir, strconv.Itoa(round))
+	must(t, os.MkdirAll(dir, 0o755))
+	b := &crashBox{fs: faultfs.New(), dir: dir, root: filepath.Join(dir, "updates"), sc: &crashScenario{reg: sc.reg}}
+	config := func() *config.Config { return modelBoxConfigOn(t, b, sc.config.cardPath) }
+	// Provisioning: the config's binaries and the agent's folder, durable; release 1 if the
+	// box runs it.
+	for _, m := range config().Modules {
+		bin, err := os.ReadFile(m.Wasm)
+		must(t, err)
+		writeDurable(t, b.fs, m.Wasm, bin)
+	}
+	must(t, boot.MkdirAll(b.fs, b.root, 0o755))
+	if sc.installed != nil {
+		path := sc.installed.stage(t, b.fs, modelDir(b.root))
+		st := b.openStore(t)
+		must(t, st.Install(ctx, store.Installed{Target: "models/env", Kind: string(artifact.Model), Name: "env-ae", Version: sc.installed.version,
+			Release: 1, Digest: "sha256:" + hexSHA(sc.installed.card), Path: path, SHA256: hexSHA(sc.installed.card), Manifest: string(sc.installed.card)},
+			"provisioned by the test"))
+		st.Close()
+	}
+
+	// The update, with the power cut at p.
+	st := b.openStore(t)
+	fsys := &powerFS{FS: b.fs, onCut: func() { st.Close() }}
+	tgt := &fakeTarget{disk: b.fs}
+	switch p.at {
+	case "swap":
+		tgt.onSwap = fsys.cut
+	case "health":
+		tgt.onHealth = fsys.cut
+	}
+	cfg := config()
+	must(t, update.ApplyInstalledFS(cfg, b.fs, slog.New(slog.DiscardHandler)))
+	if sc.check(t, where+", before the update", b, cfg) != "old" {
+		t.Fatalf("%s: before the update the box does not run the old release", where)
+	}
+	a := b.agent(t, cfg, fsys, tgt, st)
+	start := b.fs.Ops()
+	if p.op > 0 {
+		b.fs.CutAfter(p.op)
+	}
+	err := a.Once(ctx)
+	ops := b.fs.Ops() - start
+	cut := fsys.wasCut()
+	if !cut && err != nil {
+		t.Fatalf("%s: the update failed without a cut: %v", where, err)
+	}
+	if p.op > 0 && !cut && p.op <= ops {
+		t.Fatalf("%s: the cut at op %d did not happen (%d ops)", where, p.op, ops)
+	}
+	st.Close()
+
+	// Power on.
+	b.fs.Reboot(rng)
+	cfg = config()
+	must(t, update.ApplyInstalledFS(cfg, b.fs, slog.New(slog.DiscardHandler)))
+	runs := sc.check(t, where, b, cfg)
+
+	// A fresh agent's poll completes the update.
+	st = b.openStore(t)
+	defer st.Close()
+	tgt = &fakeTarget{disk: b.fs}
+	a = b.agent(t, cfg, b.fs, tgt, st)
+	if err := a.Once(ctx); err != nil {
+		t.Fatalf("%s: after the reboot (running the %s release) the next poll failed: %v", where, runs, err)
+	}
+	if runs == "old" && tgt.swappedCard("env-ae") == "" {
+		t.Fatalf("%s: the next poll did not swap in the new release", where)
+	}
+	cfg = config()
+	must(t, update.ApplyInstalledFS(cfg, b.fs, slog.New(slog.DiscardHandler)))
+	if runs := sc.check(t, where+", after the next poll", b, cfg); runs != "new" {
+		t.Fatalf("%s: after the next poll the box runs the %s release", where, runs)
+	}
+	// Nothing is left behind: release 2's two blobs and its staged folder, with its two files.
+	mdir := modelDir(b.root)
+	names, err := b.fs.ReadDir(mdir)
+	want := []string{hexSHA(sc.newRel.onnx), hexSHA(sc.newRel.card), hexSHA(sc.newRel.card) + ".staged"}
+	slices.Sort(want)
+	if err != nil || !slices.Equal(names, want) {
+		t.Fatalf("%s: after the next poll the model folder holds %v (%v), want %v", where, names, err, want)
+	}
+	staged, err := b.fs.ReadDir(mdir + "/" + want[slices.Index(want, hexSHA(sc.newRel.card)+".staged")])
+	if err != nil || len(staged) != 2 {
+		t.Fatalf("%s: after the next poll the staged folder holds %v (%v)", where, staged, err)
+	}
+	return ops, runs
+}
+
+// modelBoxConfigOn parses modelPipeline, its model's card at cardPath, with its recorder in
+// b's folder (ApplyInstalledFS is the caller's).
+func modelBoxConfigOn(t *testing.T, b *crashBox, cardPath string) *config.Config {
+	t.Helper()
+	abs, err := filepath.Abs("box.yaml")
+	must(t, err)
+	cfg, err := config.Parse(abs, []byte(strings.Replace(modelPipeline, "CARD", cardPath, 1)))
+	must(t, err)
+	cfg.Store.Path = b.storePath()
+	return cfg
+}
+
+// check is the invariant after a power cut: the card the model node's config now names, and
+// the .onnx file beside it, are byte for byte the old release's (release 1, or the config's
+// card on a first update) or the new one's, the card loads with its digest checked, and the
+// recorder agrees (an installed row for release 2 exactly when it runs, naming its card; a
+// committed journal step for it exactly then). It returns "old" or "new".
+func (sc *modelCrash) check(t *testing.T, where string, b *crashBox, cfg *config.Config) string {
+	t.Helper()
+	m := cfg.Model("env-ae")
+	old := sc.config
+	if sc.installed != nil {
+		old = *sc.installed
+	}
+	var disk boot.FS = b.fs
+	if m.Card == sc.config.cardPath {
+		disk = boot.OSFS{} // the config's own card, provisioned on the real disk
+	}
+	c, onnx, err := loadCardOn(disk, m.Card)
+	if err != nil {
+		t.Fatalf("%s: the model's card %s does not load: %v", where, m.Card, err)
+	}
+	cardBytes, err := readAll(disk, m.Card)
+	must(t, err)
+	runs := ""
+	switch {
+	case bytes.Equal(cardBytes, sc.newRel.card) && bytes.Equal(onnx, sc.newRel.onnx):
+		runs = "new"
+	case bytes.Equal(cardBytes, old.card) && bytes.Equal(onnx, old.onnx):
+		runs = "old"
+	default:
+		t.Fatalf("%s: the model runs neither the old nor the new release: card %s (version %s, sha256 %s), model sha256 %s",
+			where, m.Card, c.Version, hexSHA(cardBytes), hexSHA(onnx))
+	}
+	if m.Loaded == nil || m.Loaded.Version != c.Version {
+		t.Fatalf("%s: the config's loaded card is not the card it names", where)
+	}
+	st := b.openStore(t)
+	defer st.Close()
+	ctx := context.Background()
+	all, err := st.InstalledAll(ctx)
+	must(t, err)
+	var row *store.Installed
+	for i := range all {
+		if all[i].Target == "models/env" {
+			row = &all[i]
+		}
+	}
+	var committed int
+	must(t, st.DB().QueryRowContext(ctx, `SELECT count(*) FROM update_journal WHERE target = 'models/env' AND release = 2 AND step = 'committed'`).Scan(&committed))
+	switch {
+	case runs == "new":
+		if row == nil || row.Release != 2 || row.Path != m.Card || row.SHA256 != hexSHA(cardBytes) || committed != 1 {
+			t.Fatalf("%s: the box runs the new model from %s, but the installed row is %s and the journal has %d commits of it", where, m.Card, rowString(row), committed)
+		}
+	case sc.installed == nil:
+		if row != nil || committed != 0 || m.Card != sc.config.cardPath {
+			t.Fatalf("%s: the box runs its config's card, but the installed row is %s and the journal has %d commits of release 2", where, rowString(row), committed)
+		}
+	default:
+		if row == nil || row.Release != 1 || row.Path != m.Card || committed != 0 {
+			t.Fatalf("%s: the box runs release 1 from %s, but the installed row is %s and the journal has %d commits of release 2", where, m.Card, rowString(row), committed)
+		}
+	}
+	return runs
+}
+
+// loadCardOn reads the card at cardPath and the model beside it from fsys, checks the model
+// against the card's digest, and returns both.
+func loadCardOn(fsys boot.FS, cardPath string) (*card.Card, []byte, error) {
+	data, err := readAll(fsys, cardPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := card.Parse(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", cardPath, err)
+	}
+	model, err := readAll(fsys, c.ModelPath(cardPath))
+	if err != nil {
+		return nil, nil, err
+	}
+	if got := card.Digest(model); got != c.SHA256 {
+		return nil, nil, fmt.Errorf("%s: model sha256 %s, the card says %s", cardPath, got, c.SHA256)
+	}
+	return c, model, nil
+}
+
+// TestCrashRuntimeSlots cuts the power at every file-system operation of the runtime's
+// self-update through A/B slots, as the agent does it: the deployment's download, the
+// image's resumable download, the slot installer's write, verify and rename into the idle
+// slot, the loader's TryNext, the removal of the download; then perch-boot's Boot of the
+// trial, the agent's judgement of it (MarkGood) and its commit, at the restart, in the health
+// window, and at random operations. The downloads, the slots and the file loader's environment
+// are on one faultfs disk. After each cut the box reboots, perch-boot's loader chooses a slot,
+// and the test checks that the slot's image is byte for byte the old binary or the new one,
+// and that the loader and the recorder agree (a trial is a release the journal staged or
+// downloaded; a committed new slot is installed, or the journal shows its commit under way);
+// then fresh starts of the agent (with perch-boot's boots between them) complete the update:
+// the new slot committed, installed, and no download left.
+//
+// The random rounds are PERCH_CRASH_ROUNDS/4 (at least 2), as in TestCrashModelInstall.
+func TestCrashRuntimeSlots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: a registry, SQLite, many rounds")
+	}
+	seed, rounds := crashKnobs(t)
+	rounds = max(rounds/4, 2)
+	t.Logf("seed %d (PERCH_CRASH_SEED replays it), %d random rounds", seed, rounds)
+	perchtest.Built(t, "scale")
+	perchtest.Built(t, "bme280")
+	rng := rand.New(rand.NewPCG(seed, 7))
+	sc := &slotCrash{name: "runtime-slots", seed: seed, dir: t.TempDir(),
+		old: []byte("perch 0.1.0\n"), newBin: make([]byte, 5*crashChunk+123)} // several download chunks
+	for i := range sc.newBin {
+		sc.newBin[i] = byte(rng.Uint32())
+	}
+	sc.reg = newRegistry(t)
+	sc.reg.pushSlotImage("runtime/perch", artifact.Runtime, "0.2.0", 2, []string{"amd64"}, sc.newBin)
+	sc.reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nruntime: runtime/perch\n")
+	sweepCuts(t, sc.name, seed, rounds, sc.round)
+}
+
+// slotCrash is the runtime self-update scenario: slot A holds old, committed and booted; the
+// deployment's runtime target is newBin.
+type slotCrash struct {
+	name        string
+	reg         *registryFixture
+	old, newBin []byte
+	seed        uint64
+	dir         string
+}
+
+const crashSlotDir = "/perch-boot"
+
+// slotAgent is one start of perch on the box: an agent whose runtime slots are on fsys, started
+// from slot running; a restart it asks for is recorded in restarts (and runs onRestart first).
+func (sc *slotCrash) slotAgent(t *testing.T, b *crashBox, fsys boot.FS, st *store.Store, tgt update.Target, running boot.Slot, restarts *[]string, onRestart func()) *update.Agent {
+	t.Helper()
+	cfg := b.config(t)
+	a, err := update.New(update.Config{Device: "box-7", Group: "pumps", Hardware: "amd64", Registry: sc.reg.url,
+		Dir: b.root, Root: sc.reg.root, HealthWindow: time.Nanosecond, FS: fsys,
+		Fetcher: update.Fetcher{Chunk: crashChunk, Backoff: time.Millisecond},
+		Runtime: &update.Slots{Loader: boot.NewFileLoader(fsys, crashSlotDir), Dir: crashSlotDir, File: "perch", Perm: 0o755,
+			Running: running, Restart: func(_ context.Context, reason string) error {
+				if onRestart != nil {
+					onRestart()
+				}
+				*restarts = append(*restarts, reason)
+				return nil
+			}}}, cfg, tgt, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (sc *slotCrash) round(t *testing.T, round int, p cutPoint) (int, string) {
+	t.Helper()
+	ctx := context.Background()
+	where := fmt.Sprintf("%s, seed %d, round %d (%s)", sc.name, sc.seed, round, p.desc)
+	rng := rand.New(rand.NewPCG(sc.seed, fnv64(fmt.Sprint(sc.name, round))))
+	dir := filepath.Join(sc.dir, strconv.Itoa(round))
+	must(t, os.MkdirAll(dir, 0o755))
+	b := &crashBox{fs: faultfs.New(), dir: dir, root: filepath.Join(dir, "updates"), sc: &crashScenario{reg: sc.reg}}
+	// Provisioning: the config's binaries, the agent's folder, perch-boot's folder with the old
+	// binary in slot A, committed, booted once.
+	for _, m := range b.config(t).Modules {
+		bin, err := os.ReadFile(m.Wasm)
+		must(t, err)
+		writeDurable(t, b.fs, m.Wasm, bin)
+	}
+	must(t, boot.MkdirAll(b.fs, b.root, 0o755))
+	writeDurable(t, b.fs, crashSlotDir+"/A/perch", sc.old)
+	loader := boot.NewFileLoader(b.fs, crashSlotDir)
+	must(t, loader.Init(ctx, boot.SlotA))
+	if s, err := loader.Boot(ctx); err != nil || s != boot.SlotA {
+		t.Fatalf("%s: the fresh box booted %s, %v", where, s, err)
+	}
+
+	// The update, with the power cut at p: the install, the restart into the trial (perch-boot's
+	// Boot), the judgement and the commit.
+	st := b.openStore(t)
+	fsys := &powerFS{FS: b.fs, onCut: func() { st.Close() }}
+	tgt := &fakeTarget{}
+	var onRestart func()
+	switch p.at {
+	case "swap":
+		onRestart = fsys.cut
+	case "health":
+		tgt.onHealth = fsys.cut
+	}
+	start := b.fs.Ops()
+	if p.op > 0 {
+		b.fs.CutAfter(p.op)
+	}
+	var restarts []string
+	err := sc.slotAgent(t, b, fsys, st, tgt, boot.SlotA, &restarts, onRestart).Once(ctx)
+	if err == nil && !fsys.wasCut() {
+		if len(restarts) != 1 {
+			t.Fatalf("%s: the install asked for %d restarts: %q", where, len(restarts), restarts)
+		}
+		// The process restarts (no power cut: what it wrote stays); perch-boot boots the trial.
+		var slot boot.Slot
+		slot, err = boot.NewFileLoader(fsys, crashSlotDir).Boot(ctx)
+		if err == nil {
+			restarts = nil
+			err = sc.slotAgent(t, b, fsys, st, tgt, slot, &restarts, nil).Once(ctx)
+			if err == nil && !fsys.wasCut() && (slot != boot.SlotB || len(restarts) != 0) {
+				t.Fatalf("%s: after the install perch-boot booted %s and the agent asked for restarts %q", where, slot, restarts)
+			}
+		}
+	}
+	ops := b.fs.Ops() - start
+	cut := fsys.wasCut()
+	if !cut && err != nil {
+		t.Fatalf("%s: the update failed without a cut: %v", where, err)
+	}
+	if p.op > 0 && !cut && p.op <= ops {
+		t.Fatalf("%s: the cut at op %d did not happen (%d ops)", where, p.op, ops)
+	}
+	st.Close()
+
+	// Power on: perch-boot chooses a slot.
+	b.fs.Reboot(rng)
+	slot, err := loader.Boot(ctx)
+	if err != nil {
+		t.Fatalf("%s: perch-boot after the cut: %v", where, err)
+	}
+	runs := sc.check(t, where, b, slot, false)
+
+	// Fresh starts complete the update, perch-boot booting between them.
+	for i := 0; ; i++ {
+		if i == 4 {
+			t.Fatalf("%s: the update is not complete after %d starts", where, i)
+		}
+		st := b.openStore(t)
+		restarts = nil
+		err := sc.slotAgent(t, b, b.fs, st, &fakeTarget{}, slot, &restarts, nil).Once(ctx)
+		st.Close()
+		if err != nil {
+			t.Fatalf("%s: after the reboot (running the %s binary), start %d failed: %v", where, runs, i+1, err)
+		}
+		if len(restarts) == 0 {
+			break
+		}
+		if slot, err = loader.Boot(ctx); err != nil {
+			t.Fatalf("%s: perch-boot at start %d: %v", where, i+2, err)
+		}
+	}
+	if got := sc.check(t, where+", after the update completed", b, slot, true); got != "new" {
+		t.Fatalf("%s: after the update completed the box runs the %s binary", where, got)
+	}
+	if names, err := b.fs.ReadDir(filepath.ToSlash(filepath.Join(b.root, "runtime"))); err != nil || len(names) != 0 {
+		t.Fatalf("%s: after the update completed the download folder holds %v (%v)", where, names, err)
+	}
+	return ops, runs
+}
+
+// check is the invariant after perch-boot booted slot: its image is byte for byte the old
+// binary or the new one, and the loader and the recorder agree. With done, the new binary must
+// be committed in the loader and installed. It returns "old" or "new".
+func (sc *slotCrash) check(t *testing.T, where string, b *crashBox, slot boot.Slot, done bool) string {
+	t.Helper()
+	ctx := context.Background()
+	in := &slots.Installer{FS: b.fs, Dir: crashSlotDir, File: "perch"}
+	img, err := readAll(b.fs, in.Path(slot))
+	if err != nil {
+		t.Fatalf("%s: perch-boot booted slot %s, which has no binary: %v", where, slot, err)
+	}
+	ls, err := boot.NewFileLoader(b.fs, crashSlotDir).Status(ctx)
+	must(t, err)
+	st := b.openStore(t)
+	defer st.Close()
+	all, err := st.InstalledAll(ctx)
+	must(t, err)
+	var row *store.Installed
+	for i := range all {
+		if all[i].Target == "runtime/perch" {
+			row = &all[i]
+		}
+	}
+	var committed int
+	must(t, st.DB().QueryRowContext(ctx, `SELECT count(*) FROM update_journal WHERE target = 'runtime/perch' AND release = 2 AND step = 'committed'`).Scan(&committed))
+	var last, detail string
+	err = st.DB().QueryRowContext(ctx, `SELECT step, detail FROM update_journal WHERE target = 'runtime/perch' ORDER BY id DESC LIMIT 1`).Scan(&last, &detail)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		t.Fatal(err)
+	}
+	state := fmt.Sprintf("loader %+v, installed row %s, %d commits in the journal, last step %q (%s)", ls, rowString(row), committed, last, detail)
+	switch {
+	case bytes.Equal(img, sc.old):
+		if row != nil || committed != 0 || done {
+			t.Fatalf("%s: the box runs the old binary from slot %s, but %s", where, slot, state)
+		}
+		return "old"
+	case !bytes.Equal(img, sc.newBin):
+		t.Fatalf("%s: slot %s holds neither the old nor the new binary: %d bytes, sha256 %s", where, slot, len(img), hexSHA(img))
+	case ls.Trial():
+		// A trial: the release the journal last downloaded (a cut can take the staged step
+		// after TryNext was durable), staged or began to judge, in this slot.
+		ok := last == update.StepDownloaded || ((last == update.StepStaged || last == update.StepSwapped) && strings.HasPrefix(detail, "slot "+string(slot)+":"))
+		if !ok || row != nil || committed != 0 || done {
+			t.Fatalf("%s: the box runs the new binary on trial in slot %s, but %s", where, slot, state)
+		}
+	default:
+		// Committed in the loader: installed, or the commit under way (MarkGood was durable,
+		// the installed row not yet: the next start finishes it).
+		installed := row != nil && row.Release == 2 && row.Path == in.Path(slot) && row.SHA256 == hexSHA(img) && committed == 1
+		underway := row == nil && committed == 0 && last == update.StepSwapped && !done
+		if !installed && !underway {
+			t.Fatalf("%s: the box runs the new binary committed in slot %s, but %s", where, slot, state)
+		}
+	}
+	return "new"
+}

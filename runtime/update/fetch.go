@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -363,56 +364,108 @@ func (a *Agent) fs() boot.FS {
 	return a.cfg.FS
 }
 
-// collect removes from dir, the folder of one module's downloads, every file but keep (the
-// installed one): superseded releases, rolled-back ones and stale partial downloads. It must
-// run only once the recorder's installed row names keep (Store.Install commits with
-// synchronous=FULL, so the row is on disk by then): a power cut anywhere in collect then
-// leaves the box running keep, and a removal the cut lost is done again by the next collect.
-// When it removed anything it journals step as [StepCollected] with the names. Failures are
-// logged, not returned: the update they follow is already committed.
-func (a *Agent) collect(ctx context.Context, step store.UpdateStep, dir, keep string) {
-	fsys := a.fs()
+// collect removes from dir, the folder of one module's or one model's downloads, every entry
+// but keep (what the installed row uses: a module's binary; a model's two blobs and its staged
+// folder): superseded releases, rolled-back ones and stale partial downloads. A folder (a
+// model's staged folder) goes file by file, its folder synced, then the folder itself. It must
+// run only once the recorder's installed row names what keep holds (Store.Install commits with
+// synchronous=FULL, so the row is on disk by then): a power cut anywhere in collect then leaves
+// the box running keep, and a removal the cut lost is done again by the next collect
+// (collectStale). When it removed anything it journals step as [StepCollected] with the names.
+// Failures are logged, not returned: the update they follow is already committed.
+func (a *Agent) collect(ctx context.Context, step store.UpdateStep, dir string, keep ...string) {
 	dir = filepath.ToSlash(dir)
-	names, err := fsys.ReadDir(dir)
+	removed, err := removeAllBut(a.fs(), dir, keep...)
 	if err != nil {
 		a.log.Warn("update: collect superseded files", "dir", dir, "err", err)
-		return
 	}
-	var removed []string
-	for _, name := range names {
-		if name == keep {
-			continue
-		}
-		if err := fsys.Remove(dir + "/" + name); err != nil {
-			a.log.Warn("update: collect superseded files", "dir", dir, "err", err)
-			continue
-		}
-		removed = append(removed, name)
-	}
-	if len(removed) == 0 {
-		return
-	}
-	if err := fsys.SyncDir(dir); err != nil {
-		a.log.Warn("update: collect superseded files", "dir", dir, "err", err)
+	if len(removed) == 0 || err != nil {
 		return
 	}
 	step.Step, step.Detail = StepCollected, fmt.Sprintf("removed %d superseded file(s) from %s: %s", len(removed), dir, strings.Join(removed, ", "))
 	a.journal(ctx, step)
 }
 
+// removeAllBut removes every entry of dir but keep (see removeEntry), then syncs dir if it
+// removed anything. It returns the names removed and the failures, joined; it goes on after a
+// failed removal.
+func removeAllBut(fsys boot.FS, dir string, keep ...string) ([]string, error) {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, name := range names {
+		if slices.Contains(keep, name) {
+			continue
+		}
+		if err := removeEntry(fsys, dir+"/"+name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, name)
+	}
+	if len(removed) > 0 {
+		if err := fsys.SyncDir(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// removeEntry removes the file name, or the folder name with the files in it: each file, then
+// the folder synced (its files' removals are durable before the folder's is), then the folder.
+// The removal of name itself is durable once its parent is synced, which the caller does.
+func removeEntry(fsys boot.FS, name string) error {
+	isDir, err := fsys.Stat(name)
+	if err != nil {
+		return err
+	}
+	if !isDir {
+		return fsys.Remove(name)
+	}
+	names, err := fsys.ReadDir(name)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := fsys.Remove(name + "/" + n); err != nil {
+			return err
+		}
+	}
+	if len(names) > 0 {
+		if err := fsys.SyncDir(name); err != nil {
+			return err
+		}
+	}
+	return fsys.Remove(name)
+}
+
 // collectStale collects dir when the box runs cur, the installed release of the target step
 // names, and dir holds more than the file of cur's binary (named by its SHA-256): what a power
 // cut during the collect after the commit left behind.
 func (a *Agent) collectStale(ctx context.Context, step store.UpdateStep, dir string, cur running) {
-	if step.Release != cur.release {
+	sum := sha256.Sum256(cur.bin)
+	a.collectIfStale(ctx, step, dir, cur.release, hex.EncodeToString(sum[:]))
+}
+
+// collectIfStale collects dir, keeping keep, when release is the installed release of the
+// target step names and dir holds anything but keep.
+func (a *Agent) collectIfStale(ctx context.Context, step store.UpdateStep, dir string, release uint64, keep ...string) {
+	if step.Release != release {
 		return
 	}
 	names, err := a.fs().ReadDir(filepath.ToSlash(dir))
-	if err != nil || len(names) < 2 {
+	if err != nil {
 		return
 	}
-	sum := sha256.Sum256(cur.bin)
-	a.collect(ctx, step, dir, hex.EncodeToString(sum[:]))
+	for _, n := range names {
+		if !slices.Contains(keep, n) {
+			a.collect(ctx, step, dir, keep...)
+			return
+		}
+	}
 }
 
 // readFile reads a whole file of fsys.
