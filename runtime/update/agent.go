@@ -278,21 +278,14 @@ func (a *Agent) updateModule(ctx context.Context, module, target string) error {
 		a.collectStale(ctx, u.step, dir, cur)
 		return nil
 	}
-	if bad, err := a.rolledBack(ctx, target, c.Release); err != nil || bad {
-		return err // rolled back once: never again
-	}
 	var installed uint64
 	if cur.target == target {
 		installed = cur.release
 	}
-	if err := u.check(ctx, trust.KindModule, installed); err != nil {
+	files, annotations, skip, err := u.download(ctx, trust.KindModule, installed, info, dir)
+	if skip || err != nil {
 		return err
 	}
-	files, annotations, err := a.fetch(ctx, target, c, info, dir)
-	if err != nil {
-		return u.fail(ctx, err)
-	}
-	u.to(ctx, StepDownloaded, "")
 	man, err := config.ParseManifest(target, []byte(annotations[ModuleManifestAnnotation]))
 	if err != nil {
 		return u.fail(ctx, fmt.Errorf("the artifact's module manifest: %w", err))

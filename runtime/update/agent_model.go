@@ -74,21 +74,14 @@ func (a *Agent) updateModel(ctx context.Context, model, target string) error {
 		}
 		return nil
 	}
-	if bad, err := a.rolledBack(ctx, target, c.Release); err != nil || bad {
-		return err // rolled back once: never again
-	}
 	var installed uint64
 	if cur.target == target {
 		installed = cur.release
 	}
-	if err := u.check(ctx, trust.KindModel, installed); err != nil {
+	files, _, skip, err := u.download(ctx, trust.KindModel, installed, info, dir)
+	if skip || err != nil {
 		return err
 	}
-	files, _, err := a.fetch(ctx, target, c, info, dir)
-	if err != nil {
-		return u.fail(ctx, err)
-	}
-	u.to(ctx, StepDownloaded, "")
 	cardPath, cardData, cd, err := a.stageModel(files)
 	if err != nil {
 		return u.fail(ctx, err)

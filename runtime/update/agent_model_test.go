@@ -79,25 +79,7 @@ func writeModel(t *testing.T, c *card.Card, model []byte) (onnxPath, cardPath st
 func startModelBox(t *testing.T, reg *registryFixture, dir, cardPath string, window time.Duration) *box {
 	t.Helper()
 	perchtest.Built(t, "bme280")
-	cfg := modelBoxConfig(t, dir, cardPath)
-	rt, err := runtime.New(context.Background(), cfg, runtime.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rt.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		rt.Close()
-	})
-	a, err := update.New(update.Config{Device: "box-7", Group: "pumps", Hardware: "amd64", Registry: reg.url,
-		Dir: filepath.Join(dir, "updates"), Root: reg.root, HealthWindow: window}, cfg, rt, rt.Store())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &box{rt: rt, agent: a, cfg: cfg}
+	return runBox(t, reg, dir, modelBoxConfig(t, dir, cardPath), runtime.Options{}, window)
 }
 
 // modelBoxConfig parses modelPipeline with its recorder in dir and applies what is installed.

@@ -134,7 +134,14 @@ func startBox(t *testing.T, reg *registryFixture, dir string, window time.Durati
 	if err := update.ApplyInstalled(cfg, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	rt, err := runtime.New(context.Background(), cfg, runtime.Options{BackoffMin: 20 * time.Millisecond})
+	return runBox(t, reg, dir, cfg, runtime.Options{BackoffMin: 20 * time.Millisecond}, window)
+}
+
+// runBox runs cfg's pipeline until the test ends, with an agent (device box-7 of group pumps)
+// pointed at reg, its files in dir/updates.
+func runBox(t *testing.T, reg *registryFixture, dir string, cfg *config.Config, opts runtime.Options, window time.Duration) *box {
+	t.Helper()
+	rt, err := runtime.New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

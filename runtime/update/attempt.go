@@ -39,6 +39,25 @@ func (a *Agent) rolledBack(ctx context.Context, target string, release uint64) (
 	return false, nil
 }
 
+// download runs the steps every module or model update starts with: it skips a release that
+// was rolled back (skip true, nil error), checks the target (kind, hardware, newer than
+// installed: the installed release of the same target, or 0), and downloads the artifact into
+// dir, journaling found and downloaded; an error is journaled failed.
+func (u *attempt) download(ctx context.Context, kind string, installed uint64, info trust.TargetInfo, dir string) (files []string, annotations map[string]string, skip bool, err error) {
+	if bad, err := u.a.rolledBack(ctx, u.step.Target, u.c.Release); err != nil || bad {
+		return nil, nil, true, err // rolled back once: never again
+	}
+	if err := u.check(ctx, kind, installed); err != nil {
+		return nil, nil, false, err
+	}
+	files, annotations, err = u.a.fetch(ctx, u.step.Target, u.c, info, dir)
+	if err != nil {
+		return nil, nil, false, u.fail(ctx, err)
+	}
+	u.to(ctx, StepDownloaded, "")
+	return files, annotations, false, nil
+}
+
 // check checks that the target is of kind, for this box's hardware and newer than release (the
 // installed release of the same target, or 0), and journals it found; an error is failed.
 func (u *attempt) check(ctx context.Context, kind string, release uint64) error {
