@@ -36,7 +36,7 @@ func runKill9Child(dir string) int {
 	ctx := context.Background()
 	series := "round" + os.Getenv(kill9RoundEnv)
 	st, err := Open(ctx, Options{Path: filepath.Join(dir, "perch.db"), ReadingsMaxRows: 1 << 30,
-		CommitInterval: 5 * time.Millisecond})
+		CommitInterval: 5 * time.Millisecond, Upstream: testUpstream})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 2
@@ -77,8 +77,9 @@ func runKill9Child(dir string) int {
 
 // TestIntegrationKill9 runs a child process that writes and flushes in a loop, kills it with
 // SIGKILL at a random moment, and checks that every batch the child reported committed is in
-// the database, whole, and that the database is sound. Each round reopens the database the last
-// one left behind.
+// the database, whole, that each alert and event is in the outbox exactly when it is in its table
+// (the same transaction), and that the database is sound. Each round reopens the database the
+// last one left behind.
 func TestIntegrationKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test: runs and kills child processes")
@@ -102,6 +103,22 @@ func TestIntegrationKill9(t *testing.T) {
 			if got := queryInt(t, db, `SELECT count(*) FROM readings WHERE series = ? AND json_extract(fields, '$.batch') < ?`, s, n); got != int64(n*kill9Readings) {
 				t.Errorf("round %d: %s: %d of the %d readings reported committed are there", round, s, got, n*kill9Readings)
 			}
+			alerts := queryInt(t, db, "SELECT count(*) FROM alerts WHERE series = ?", s)
+			queued := queryInt(t, db, `SELECT count(*) FROM outbox WHERE priority = ?
+				AND json_extract(CAST(payload AS TEXT), '$.series') = ?`, PriorityAlert, s)
+			if queued != alerts {
+				t.Errorf("round %d: %s: %d alerts, %d of them in the outbox", round, s, alerts, queued)
+			}
+		}
+		events := queryInt(t, db, "SELECT count(*) FROM events WHERE kind = 'test.noise'")
+		queued := queryInt(t, db, `SELECT count(*) FROM outbox WHERE priority = ?
+			AND json_extract(CAST(payload AS TEXT), '$.series') = 'test.noise'`, PriorityEvent)
+		if events == 0 || queued != events {
+			t.Errorf("round %d: %d events, %d of them in the outbox", round, events, queued)
+		}
+		if n, c := queryInt(t, db, "SELECT count(*) FROM outbox"), queryInt(t, db,
+			"SELECT outbox_rows FROM uplink_counters"); n != c {
+			t.Errorf("round %d: %d outbox rows, the counter says %d", round, n, c)
 		}
 		if err := st.Close(); err != nil {
 			t.Fatal(err)

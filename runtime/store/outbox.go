@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -233,61 +234,33 @@ type outboxTx struct {
 	rows, bytes int64 // rows and payload bytes inserted
 	ingested    int64 // encoded bytes of the readings recorded (what the sensors produced)
 
-	// The rows the Upstream hook queued in this transaction, inserted by flush in one
-	// multi-row INSERT per outboxChunk rows (in order, so their ids are in the order of the
-	// records): one statement step and three bindings per row instead of a statement per row.
-	pending []pendingOutbox
-	arena   []byte       // their payloads, back to back
-	args    []any        // the statement's arguments, reused
-	stmts   *outboxStmts // prepared once on the writer's connection
-	topic   string       // the last topic, and its value boxed once for args
-	topicV  any
+	// The rows the Upstream hook queued and flush has not inserted yet, in order (their ids
+	// are in the order of the records), by multi-row INSERTs of rowChunks rows: one statement
+	// step per chunk, its parameters bound from arena in one cgo call (see bulkStmt).
+	pending            []pendingOutbox
+	arena              []byte      // their payloads and topics, back to back
+	params             []bulkParam // a statement's parameters, reused
+	topic              string      // the last topic, and where it is in arena (topicEnd 0: not there)
+	topicOff, topicEnd int
 }
 
-// pendingOutbox is an outbox row waiting for flush; its payload is arena[off:end].
+// pendingOutbox is an outbox row waiting for flush: its topic is arena[topicOff:topicEnd] and
+// its payload arena[off:end].
 type pendingOutbox struct {
-	prio     int
-	topic    any // a boxed string
-	off, end int
+	prio               int
+	topicOff, topicEnd int
+	off, end           int
 }
 
-// outboxChunks are the row counts of the multi-row INSERTs, largest first: a flush of n rows
-// takes as many of the largest as fit, then of the next, and so on (3 parameters a row, plus one).
-var outboxChunks = [...]int{256, 32, 4, 1}
-
-// outboxStmts are the multi-row INSERTs, one per outboxChunks entry, prepared on the writer's
-// connection before its first transaction and kept until the store closes.
-type outboxStmts [len(outboxChunks)]*sql.Stmt
-
-// prepare prepares the statements if they are not yet. The writer calls it outside of any
-// transaction: its database has a single connection, which a transaction holds.
-func (o *outboxStmts) prepare(ctx context.Context, db *sql.DB) error {
-	for c, n := range outboxChunks {
-		if o[c] != nil {
-			continue
-		}
-		st, err := db.PrepareContext(ctx, outboxInsertSQL(n))
-		if err != nil {
-			return fmt.Errorf("prepare outbox insert: %w", err)
-		}
-		o[c] = st
-	}
-	return nil
-}
-
-// close closes the prepared statements.
-func (o *outboxStmts) close() {
-	for c, st := range o {
-		if st != nil {
-			st.Close()
-			o[c] = nil
-		}
-	}
+// reset empties the queued rows, keeping the buffers.
+func (o *outboxTx) reset() {
+	o.pending, o.arena = o.pending[:0], o.arena[:0]
+	o.topicOff, o.topicEnd = 0, 0
 }
 
 // outboxInsertSQL returns the INSERT of n outbox rows. ?1 is created_ns, shared by every row;
-// row i binds priority, topic and payload, and bytes is the payload's length. OR FAIL: no
-// statement journal, as for the recorder's tables (see rowsInsertSQL).
+// row i binds priority, topic and payload (a blob), and bytes is the payload's length. OR FAIL:
+// no statement journal, as for the recorder's tables (see rowsInsertSQL).
 func outboxInsertSQL(n int) string {
 	var b strings.Builder
 	b.WriteString("INSERT OR FAIL INTO outbox (priority, topic, payload, bytes, created_ns) VALUES ")
@@ -314,53 +287,56 @@ func (in *inserter) enqueue(r *abi.Record) error {
 		prio = PriorityEvent
 	}
 	in.outboxRow(topic, prio, payload)
-	return nil
+	if len(in.out.pending) < rowChunks[0] {
+		return nil
+	}
+	return in.flushOutbox()
 }
 
 // outboxRow queues a row; it copies payload, so the hook may reuse its buffer.
 func (in *inserter) outboxRow(topic string, prio int, payload []byte) {
 	o := &in.out
 	if payload == nil {
-		payload = []byte("{}")
+		payload = emptyObject
 	}
-	if o.topicV == nil || topic != o.topic {
-		o.topic, o.topicV = topic, topic
+	if o.topicEnd == 0 || topic != o.topic {
+		o.topic, o.topicOff = topic, len(o.arena)
+		o.arena = append(o.arena, topic...)
+		o.topicEnd = len(o.arena)
 	}
 	off := len(o.arena)
-	o.arena = append(o.arena, payload...)
-	o.pending = append(o.pending, pendingOutbox{prio: prio, topic: o.topicV, off: off, end: len(o.arena)})
+	o.arena = append(o.arena, payload...) // []byte{}: inserted as an empty blob, not NULL
+	o.pending = append(o.pending, pendingOutbox{prio: prio, topicOff: o.topicOff, topicEnd: o.topicEnd,
+		off: off, end: len(o.arena)})
 	o.rows++
 	o.bytes += int64(len(payload))
 }
 
-// flushOutbox inserts the queued rows.
+// flushOutbox inserts the queued rows and empties the queue.
 func (in *inserter) flushOutbox() error {
 	o := &in.out
-	for c := 0; len(o.pending) > 0; {
-		n := outboxChunks[c]
-		if len(o.pending) < n {
+	if len(o.arena) > math.MaxInt32 {
+		return fmt.Errorf("insert outbox: %d bytes of payload in %d rows: more than a statement binds",
+			len(o.arena), len(o.pending))
+	}
+	for c, i := 0, 0; i < len(o.pending); {
+		n := rowChunks[c]
+		if len(o.pending)-i < n {
 			c++
 			continue
 		}
-		args := append(o.args[:0], in.now)
-		for _, p := range o.pending[:n] {
-			// An empty payload must stay a zero-length blob, not NULL.
-			payload := o.arena[p.off:p.end:p.end]
-			if len(payload) == 0 {
-				payload = []byte{}
-			}
-			args = append(args, p.prio, p.topic, payload)
+		params := append(o.params[:0], intParam(in.now))
+		for _, p := range o.pending[i : i+n] {
+			params = append(params, intParam(int64(p.prio)), bytesParam(paramText, p.topicOff, p.topicEnd),
+				bytesParam(paramBlob, p.off, p.end))
 		}
-		o.args = args
-		// The statement was prepared on the writer's only connection, which the transaction
-		// holds: StmtContext reuses it instead of preparing it again.
-		if _, err := in.tx.StmtContext(in.ctx, o.stmts[c]).ExecContext(in.ctx, args...); err != nil {
+		o.params = params
+		if _, err := in.exec(tabOutbox, c, o.arena, params); err != nil {
 			return fmt.Errorf("insert outbox: %w", err)
 		}
-		o.pending = o.pending[n:]
+		i += n
 	}
-	clear(o.args)
-	o.pending, o.arena = o.pending[:0], o.arena[:0]
+	o.reset()
 	return nil
 }
 

@@ -3,12 +3,16 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/perch-edge/perch/runtime/internal/jsonx"
 	"github.com/perch-edge/perch/sdk/abi"
 )
 
@@ -243,9 +247,76 @@ func TestOutboxMessage(t *testing.T) {
 	}
 }
 
+// benchUpstream returns a hook like the uplink's (runtime/uplink.Upstream): alerts, summaries and
+// events go upstream, each as a JSON object of about 150 bytes such as
+//
+//	{"time":"2026-11-25T19:24:02.123456789Z","kind":"alert","source":"threshold",
+//	 "series":"overheat","fields":{"temperature_c":31.5},"tags":{"severity":"critical"}}
+//
+// built in a buffer it reuses, as the uplink's hook does: it allocates nothing per record.
+func benchUpstream() UpstreamFunc {
+	var buf []byte
+	var js jsonEncoder
+	topics := [...]string{PriorityAlert: "perch/site/dev/alerts", PrioritySummary: "perch/site/dev/summaries",
+		PriorityEvent: "perch/site/dev/events"}
+	return func(r *abi.Record) (string, int, []byte, bool) {
+		var prio int
+		switch r.Kind {
+		case abi.KindAlert:
+			prio = PriorityAlert
+		case abi.KindSummary:
+			prio = PrioritySummary
+		case abi.KindEvent:
+			prio = PriorityEvent
+		default:
+			return "", 0, nil, false
+		}
+		buf = append(buf[:0], `{"time":"`...)
+		buf = time.Unix(0, r.TimeNS).UTC().AppendFormat(buf, time.RFC3339Nano)
+		buf = append(buf, `","kind":"`...)
+		buf = append(buf, r.Kind.String()...)
+		buf = append(buf, `","source":`...)
+		buf = jsonx.AppendString(buf, r.Source)
+		buf = append(buf, `,"series":`...)
+		buf = jsonx.AppendString(buf, r.Series)
+		buf = append(buf, `,"fields":`...)
+		buf = append(buf, js.fields(r)...)
+		buf = append(buf, `,"tags":`...)
+		buf = append(buf, js.tags(r)...)
+		buf = append(buf, '}')
+		return topics[prio], prio, buf, true
+	}
+}
+
+// benchBatch returns perBatch records of kind, as a pipeline module emits them: a threshold
+// detector's record with one field and one tag.
+func benchBatch(kind abi.Kind, perBatch int) []byte {
+	var batch []byte
+	ts := time.Now().UnixNano()
+	for i := range perBatch {
+		batch = abi.Append(batch, kind, ts+int64(i), "threshold", "overheat",
+			[]abi.Field{{Name: "temperature_c", Value: 31.5}},
+			[]abi.Tag{{Key: "severity", Value: "critical"}})
+	}
+	return batch
+}
+
+// restamp gives the records of batch the times from ts on, one ns apart, in place, and returns
+// the time after the last: records come in with increasing times, as a pipeline's do (the
+// time_ns indexes then grow at their end).
+func restamp(batch []byte, ts int64) int64 {
+	for off := 0; off+abi.HeaderSize <= len(batch); {
+		binary.LittleEndian.PutUint64(batch[off+8:], uint64(ts))
+		ts++
+		off += int(binary.LittleEndian.Uint32(batch[off:]))
+	}
+	return ts
+}
+
 // BenchmarkOutbox measures rows per second into the recorder and the outbox together (each record
-// lands in its table and in outbox), group-committed, from Write to durable. Summaries wait for
-// the group commit; alerts are committed at once with whatever is queued.
+// lands in its table and in outbox), group-committed, from Write to durable, with a hook like
+// the uplink's. Summaries wait for the group commit; alerts are committed at once with whatever
+// is queued. It also reports the records per commit.
 func BenchmarkOutbox(b *testing.B) {
 	for _, bc := range []struct {
 		kind     abi.Kind
@@ -253,17 +324,13 @@ func BenchmarkOutbox(b *testing.B) {
 	}{{abi.KindSummary, 1}, {abi.KindSummary, 100}, {abi.KindAlert, 1}, {abi.KindAlert, 100}} {
 		kind, perBatch := bc.kind, bc.perBatch
 		b.Run(fmt.Sprintf("%s/per_batch=%d", kind, perBatch), func(b *testing.B) {
-			st := openTest(b, Options{Upstream: testUpstream})
-			var batch []byte
+			st := openTest(b, Options{Upstream: benchUpstream()})
+			batch := benchBatch(kind, perBatch)
 			ts := time.Now().UnixNano()
-			for i := range perBatch {
-				batch = abi.Append(batch, kind, ts+int64(i), "threshold", "overheat",
-					[]abi.Field{{Name: "temperature_c", Value: 31.5}},
-					[]abi.Tag{{Key: "severity", Value: "critical"}})
-			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				ts = restamp(batch, ts) // Write copies the batch
 				if err := st.Write(batch); err != nil {
 					b.Fatal(err)
 				}
@@ -273,6 +340,77 @@ func BenchmarkOutbox(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N*perBatch)/b.Elapsed().Seconds(), "outbox_rows/s")
+			b.ReportMetric(float64(b.N*perBatch)/float64(st.Stats().Commits), "rows/commit")
 		})
 	}
+}
+
+// BenchmarkOutboxLatency measures the enqueue latency of an alert, from Write to durable (its
+// group commit, synchronous=FULL, has returned), one alert at a time: alone (load=none); while
+// another goroutine writes summaries in batches of 100, 50,000 a second (load=50k_per_s); and as
+// fast as the store takes them (load=max), so that the alert waits for the rows queued before
+// it. It reports p50 and p99, and the summaries per second recorded meanwhile.
+func BenchmarkOutboxLatency(b *testing.B) {
+	for _, load := range []struct {
+		name string
+		rate int // summaries a second; 0 none, -1 as many as the store takes
+	}{{"none", 0}, {"50k_per_s", 50_000}, {"max", -1}} {
+		b.Run("load="+load.name, func(b *testing.B) { benchOutboxLatency(b, load.rate) })
+	}
+}
+
+func benchOutboxLatency(b *testing.B, rate int) {
+	st := openTest(b, Options{Upstream: benchUpstream()})
+	ctx := context.Background()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var summaries atomic.Int64
+	go func() {
+		defer close(done)
+		if rate == 0 {
+			return
+		}
+		batch := benchBatch(abi.KindSummary, 100)
+		start := time.Now()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if rate > 0 { // pace: the batch after n summaries is due at n/rate seconds
+				due := start.Add(time.Duration(summaries.Load()) * time.Second / time.Duration(rate))
+				time.Sleep(time.Until(due))
+			}
+			restamp(batch, time.Now().UnixNano())
+			if err := st.Write(batch); err != nil {
+				b.Error(err)
+				return
+			}
+			summaries.Add(100)
+		}
+	}()
+	alert := benchBatch(abi.KindAlert, 1)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		restamp(alert, start.UnixNano())
+		if err := st.Write(alert); err != nil {
+			b.Fatal(err)
+		}
+		// The alert's Write made the writer commit at once; Flush returns after that commit
+		// (the writer answers it in queue order), so this is the alert's time to durable.
+		if err := st.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	close(stop)
+	<-done
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
+	b.ReportMetric(float64(summaries.Load())/b.Elapsed().Seconds(), "summaries/s")
 }

@@ -34,9 +34,16 @@ const (
 	// busyTimeoutMS is how long a statement waits for a lock another connection holds (an
 	// operator's sqlite3, say) before it fails with SQLITE_BUSY.
 	busyTimeoutMS = 5000
-	// queueLen bounds the writer's queue, in requests (a batch, an event, a flush). A full queue
-	// blocks Write: that is the backpressure on producers that outrun the disk.
-	queueLen = 128
+	// queueLen bounds the writer's queue, in requests (a batch, an event, a flush). The queue
+	// is also bounded in rows (see rowBudget), which is what blocks first unless the batches
+	// are of a row or two: a full queue blocks Write, the backpressure on producers that
+	// outrun the disk.
+	queueLen = 1024
+	// queuedBatches is how many group commits' worth of rows (MaxBatchRows each) may wait in
+	// the queue: enough that the writer finds a full commit queued when it finishes one, few
+	// enough that an alert waits behind few commits of rows queued before it. Batches with
+	// an alert may take twice as many (see rowBudget.acquire).
+	queuedBatches = 1
 )
 
 // Errors returned by the store.
@@ -151,6 +158,7 @@ type Stats struct {
 	RingDeleted      uint64 // readings deleted to keep the ring under ReadingsMaxRows
 	RetentionDeleted uint64 // rows deleted by retention passes (age and disk quota)
 	RetentionPasses  uint64 // retention passes run, whether they deleted anything or not
+	Checkpoints      uint64 // WAL checkpoints the background checkpointer ran (passes, not rows)
 }
 
 // Store is an open flight recorder. It is safe for concurrent use by multiple goroutines. Close
@@ -160,8 +168,15 @@ type Store struct {
 	log  *slog.Logger
 	rw   *sql.DB // the one connection that writes: the writer goroutine, state and meta
 	ro   *sql.DB // read-only connections: DB() and GetState
+	ck   *sql.DB // the checkpointer's connection
+
+	wal     walWatch      // the WAL of rw's connection, for the writer
+	walFree bool          // set by the writer when rw's connection no longer has wal's hook
+	ckWake  chan struct{} // wakes the checkpointer; closed by the writer when it stops
+	ckDone  chan struct{} // closed by the checkpointer when it has returned
 
 	queue   chan request
+	budget  rowBudget    // the rows in queue
 	mu      sync.RWMutex // held for reading while sending on queue; Close takes it to set closed
 	closed  bool
 	stop    chan struct{} // closed by Close: the writer drains the queue and returns
@@ -173,6 +188,7 @@ type Store struct {
 
 	rowsWritten, commits, skipped, failedRows, failedCommits atomic.Uint64
 	ringDeleted, retentionDeleted, retentionPasses           atomic.Uint64
+	checkpoints                                              atomic.Uint64
 
 	outboxReady chan struct{} // see OutboxNotify
 }
@@ -224,12 +240,35 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		rw.Close()
 		return nil, fmt.Errorf("store: open %s read-only: %w", opts.Path, err)
 	}
+	// The checkpointer's connection: it copies the WAL into the database file beside the
+	// writer (SQLite lets one checkpoint run while one transaction writes), so that commits
+	// do not stop for it. The same settings as the writer's: synchronous=FULL fsyncs what a
+	// checkpoint copies before the WAL starts over.
+	ck, err := sql.Open("sqlite3", writerDSN(opts.Path))
+	if err == nil {
+		ck.SetMaxOpenConns(1)
+		ck.SetMaxIdleConns(1)
+		err = ck.PingContext(ctx)
+	}
+	if err != nil {
+		if ck != nil {
+			ck.Close()
+		}
+		ro.Close()
+		rw.Close()
+		return nil, fmt.Errorf("store: open %s for checkpoints: %w", opts.Path, err)
+	}
 	s := &Store{
 		opts:    opts,
 		log:     opts.Logger,
 		rw:      rw,
 		ro:      ro,
+		ck:      ck,
+		wal:     newWALWatch(walBackstopFrames),
+		ckWake:  make(chan struct{}, 1),
+		ckDone:  make(chan struct{}),
 		queue:   make(chan request, queueLen),
+		budget:  rowBudget{max: queuedBatches * opts.MaxBatchRows},
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 
@@ -238,8 +277,35 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if from != to {
 		s.log.Info("store: migrated schema", "path", opts.Path, "from", from, "to", to)
 	}
+	go s.checkpointer()
 	go s.run()
 	return s, nil
+}
+
+// Checkpoints of the WAL: the checkpointer runs one each time the writer's commits have added
+// walCheckpointFrames frames (pages) to the WAL, as SQLite's wal_autocheckpoint would inside a
+// commit. The WAL starts over only when a transaction begins with every frame copied, which
+// the writer's next commit usually prevents while the checkpointer copies: under a sustained
+// load the WAL grows to walBackstopFrames (16 MiB of 4 KiB pages), where the writer's
+// connection checkpoints what is left itself (a short stall: most frames are copied already).
+const (
+	walCheckpointFrames = 1000 // SQLite's default wal_autocheckpoint
+	walBackstopFrames   = 4 * walCheckpointFrames
+)
+
+// checkpointer runs a PASSIVE checkpoint, which never waits for the writer nor makes it wait, on
+// its own connection each time the writer wakes it, until ckWake is closed.
+func (s *Store) checkpointer() {
+	defer close(s.ckDone)
+	for range s.ckWake {
+		var busy, frames, copied int
+		err := s.ck.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
+		if err != nil {
+			s.log.Warn("store: checkpoint failed", "err", err)
+			continue
+		}
+		s.checkpoints.Add(1)
+	}
 }
 
 // writerDSN is the connection string of the connection that commits.
@@ -297,15 +363,16 @@ func checkWAL(ctx context.Context, db *sql.DB) error {
 func (s *Store) Write(batch []byte) error {
 	// An alert that goes upstream is committed at once, not after CommitInterval: its latency
 	// to the broker matters more than the batching.
+	sc := batchScans.Get().(*batchScan)
+	sc.alert = false
 	var scan func(*abi.Record) error
-	urgent := false
 	if s.opts.Upstream != nil {
-		scan = func(r *abi.Record) error {
-			urgent = urgent || r.Kind == abi.KindAlert
-			return nil
-		}
+		scan = sc.scan
 	}
-	rows, skipped, decodeErr := walk(batch, scan)
+	rows, skipped, decodeErr := walk(batch, &sc.it, scan)
+	urgent := sc.alert
+	sc.it = abi.Iter{} // do not keep batch alive
+	batchScans.Put(sc)
 	valid := len(batch)
 	var de *abi.DecodeError
 	if errors.As(decodeErr, &de) {
@@ -324,6 +391,20 @@ func (s *Store) Write(batch []byte) error {
 	if decodeErr != nil {
 		return fmt.Errorf("store: bad batch, kept the %d records before it: %w", rows, decodeErr)
 	}
+	return nil
+}
+
+// batchScan is what Write needs to walk a batch: an iterator, and whether the batch holds an
+// alert. Write takes one from batchScans, so that walking allocates nothing.
+type batchScan struct {
+	it    abi.Iter
+	alert bool
+}
+
+var batchScans = sync.Pool{New: func() any { return new(batchScan) }}
+
+func (b *batchScan) scan(r *abi.Record) error {
+	b.alert = b.alert || r.Kind == abi.KindAlert
 	return nil
 }
 
@@ -381,19 +462,93 @@ func (s *Store) roundTrip(ctx context.Context, r request) error {
 	}
 }
 
-// send queues r, blocking while the queue is full.
+// send queues r, blocking while the queue is full, in requests or in rows.
 func (s *Store) send(ctx context.Context, r request) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
+	// Close waits for this send (it takes mu), and the writer keeps taking requests off the
+	// queue, releasing their rows, until Close has it stop: the wait ends.
+	if err := s.budget.acquire(ctx, r.rows, r.urgent); err != nil {
+		return err
+	}
 	select {
 	case s.queue <- r:
 		return nil
 	case <-ctx.Done():
+		s.budget.release(r.rows)
 		return ctx.Err()
 	}
+}
+
+// dequeued is called by the writer for each request it takes off the queue.
+func (s *Store) dequeued(r request) request {
+	s.budget.release(r.rows)
+	return r
+}
+
+// rowBudget bounds the rows of the requests in the writer's queue: a Write waits while its rows
+// would take the queue past max. A batch of more than max rows goes in alone, when the queue
+// holds no rows. It is safe for concurrent use.
+type rowBudget struct {
+	mu      sync.Mutex
+	max     int
+	used    int           // rows queued
+	waiters int           // acquires waiting on freed
+	freed   chan struct{} // closed when rows are released while someone waits; then replaced
+}
+
+// acquire takes n rows from the budget, waiting until they fit or ctx is done. A batch with an
+// alert (urgent) may take the queue to twice max: it does not wait behind a queue that other
+// batches filled (it is committed with them at once), yet a storm of alerts is bounded too.
+func (b *rowBudget) acquire(ctx context.Context, n int, urgent bool) error {
+	if n <= 0 {
+		return nil
+	}
+	limit := b.max
+	if urgent {
+		limit *= 2
+	}
+	b.mu.Lock()
+	for b.used > 0 && b.used+n > limit {
+		if b.freed == nil {
+			b.freed = make(chan struct{})
+		}
+		freed := b.freed
+		b.waiters++
+		b.mu.Unlock()
+		var err error
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		b.mu.Lock()
+		b.waiters--
+		if err != nil {
+			b.mu.Unlock()
+			return err
+		}
+	}
+	b.used += n
+	b.mu.Unlock()
+	return nil
+}
+
+// release returns n rows to the budget and wakes the acquires that wait.
+func (b *rowBudget) release(n int) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	if b.waiters > 0 && b.freed != nil {
+		close(b.freed)
+		b.freed = nil
+	}
+	b.mu.Unlock()
 }
 
 func (s *Store) checkOpen() error {
@@ -416,7 +571,10 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		close(s.stop)
 		<-s.stopped
-		s.closeErr = errors.Join(s.runErr, s.ro.Close(), s.rw.Close())
+		s.closeErr = errors.Join(s.runErr, s.ro.Close(), s.rw.Close(), s.ck.Close())
+		if s.walFree {
+			s.wal.free()
+		}
 	})
 	return s.closeErr
 }
@@ -436,5 +594,6 @@ func (s *Store) Stats() Stats {
 		RingDeleted:      s.ringDeleted.Load(),
 		RetentionDeleted: s.retentionDeleted.Load(),
 		RetentionPasses:  s.retentionPasses.Load(),
+		Checkpoints:      s.checkpoints.Load(),
 	}
 }

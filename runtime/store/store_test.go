@@ -512,7 +512,7 @@ func FuzzWalk(f *testing.F) {
 	f.Add([]byte{18, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, batch []byte) {
 		var enc jsonEncoder
-		rows, _, err := walk(batch, func(r *abi.Record) error {
+		rows, _, err := walk(batch, new(abi.Iter), func(r *abi.Record) error {
 			if js := enc.fields(r); !json.Valid([]byte(js)) {
 				t.Fatalf("fields %s are not JSON", js)
 			}
@@ -529,7 +529,7 @@ func FuzzWalk(f *testing.F) {
 			}
 			valid = de.Offset
 		}
-		again, _, err := walk(batch[:valid], nil)
+		again, _, err := walk(batch[:valid], new(abi.Iter), nil)
 		if err != nil || again != rows {
 			t.Fatalf("the accepted prefix walks to %d rows, %v; first walk saw %d", again, err, rows)
 		}

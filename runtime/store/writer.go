@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -19,16 +20,34 @@ const commitAttempts = 3
 // writer is the state of the writer goroutine: the requests waiting for the next group commit.
 // Only that goroutine touches it.
 type writer struct {
-	s        *Store
-	pending  []request
-	rows     int                  // rows in pending
-	timer    *time.Timer          // fires CommitInterval after the first pending request
-	failed   error                // a commit that failed since the last reply to Flush
-	urgent   bool                 // pending holds an alert that goes upstream: commit without waiting
-	ins      inserter             // the state of a commit: its buffers are reused
-	tables   [numRowTables]rowBuf // the rows of a commit, per table
-	rowStmts rowStmts             // the record path's multi-row INSERTs, prepared on the writer's connection
-	stmts    outboxStmts          // the outbox's multi-row INSERTs, prepared on the writer's connection
+	s       *Store
+	pending []request
+	rows    int                  // rows in pending
+	timer   *time.Timer          // fires CommitInterval after the first pending request
+	failed  error                // a commit that failed since the last reply to Flush
+	urgent  bool                 // pending holds an alert that goes upstream: commit without waiting
+	ins     inserter             // the state of a commit: its buffers are reused
+	tables  [numRowTables]rowBuf // the rows of a commit, per table
+	bulk    bulkStmts            // the multi-row INSERTs, prepared on the writer's connection
+	iter    abi.Iter             // walks the batches of a commit
+	ckAt    int                  // WAL frames when the checkpointer was last woken
+}
+
+// checkpoint wakes the checkpointer if the commits since it last was have added
+// walCheckpointFrames frames to the WAL.
+func (w *writer) checkpoint() {
+	frames := w.s.wal.frames()
+	if frames < w.ckAt {
+		w.ckAt = 0 // the WAL started over
+	}
+	if frames < w.ckAt+walCheckpointFrames {
+		return
+	}
+	w.ckAt = frames
+	select {
+	case w.s.ckWake <- struct{}{}:
+	default: // it is awake already, and will see these frames too
+	}
 }
 
 // run is the writer goroutine. It owns every write to the recorder's tables, so commits and
@@ -36,20 +55,21 @@ type writer struct {
 func (s *Store) run() {
 	defer close(s.stopped)
 	w := &writer{s: s, timer: time.NewTimer(time.Hour)}
+	w.bulk.wal = s.wal
 	w.timer.Stop()
 	retention := time.NewTicker(RetentionInterval)
 	defer retention.Stop()
 	for {
 		select {
 		case r := <-s.queue:
-			w.handle(r)
+			w.handle(s.dequeued(r))
 			if w.urgent {
 				// Commit now, with whatever else is already queued: under a storm of alerts
 				// the commits still group while each one waits for its fsync.
 				for more := true; more; {
 					select {
 					case r := <-s.queue:
-						w.handle(r)
+						w.handle(s.dequeued(r))
 					default:
 						more = false
 					}
@@ -68,14 +88,15 @@ func (s *Store) run() {
 			for drained := false; !drained; {
 				select {
 				case r := <-s.queue:
-					w.handle(r)
+					w.handle(s.dequeued(r))
 				default:
 					drained = true
 				}
 			}
 			w.commit()
-			w.stmts.close()
-			w.rowStmts.close()
+			s.walFree = w.bulk.close(s.rw)
+			close(s.ckWake)
+			<-s.ckDone
 			s.runErr = errors.Join(w.failed, checkpoint(context.Background(), s.rw))
 			return
 		}
@@ -134,6 +155,7 @@ func (w *writer) commit() {
 		s.rowsWritten.Add(uint64(w.rows))
 		s.commits.Add(1)
 		s.ringDeleted.Add(uint64(trimmed))
+		w.checkpoint()
 		if queued > 0 {
 			select {
 			case s.outboxReady <- struct{}{}:
@@ -143,6 +165,7 @@ func (w *writer) commit() {
 	}
 	w.urgent = false
 	clear(w.pending) // drop the references to the batches
+	w.iter = abi.Iter{}
 	w.pending = w.pending[:0]
 	w.rows = 0
 }
@@ -154,36 +177,33 @@ func (w *writer) insert(reqs []request) (trimmed, queued int64, err error) {
 	// A context without a Done channel: go-sqlite3 then runs each statement directly instead of
 	// starting a goroutine that watches for cancellation.
 	ctx := context.Background()
-	if err := w.rowStmts.prepare(ctx, w.s.rw); err != nil {
+	// The transaction holds the writer's only connection, which the multi-row INSERTs use
+	// directly (see bulkStmt): through a sql.Conn, whose Raw reaches it.
+	conn, err := w.s.rw.Conn(ctx)
+	if err != nil {
 		return 0, 0, err
 	}
-	if w.s.opts.Upstream != nil {
-		if err := w.stmts.prepare(ctx, w.s.rw); err != nil {
-			return 0, 0, err
-		}
-	}
-	tx, err := w.s.rw.BeginTx(ctx, nil)
+	defer conn.Close() // after the transaction: back to the pool
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer tx.Rollback() // after Commit, a no-op
 	// Reuse the buffers of the last commit (emptied, whatever happened to it).
 	ins := &w.ins
-	*ins = inserter{ctx: ctx, tx: tx, rows: &w.tables, stmts: &w.rowStmts, args: ins.args,
+	*ins = inserter{ctx: ctx, tx: tx, conn: conn, rows: &w.tables, bulk: &w.bulk, iter: &w.iter, params: ins.params,
 		json: ins.json, jsonTags: ins.jsonTags, upstream: w.s.opts.Upstream,
 		now: time.Now().UnixNano(), out: ins.out}
 	for t := range w.tables {
 		w.tables[t].reset()
 	}
-	defer ins.close()
-	ins.out.pending, ins.out.arena = ins.out.pending[:0], ins.out.arena[:0]
+	ins.out.reset()
 	ins.out.rows, ins.out.bytes, ins.out.ingested = 0, 0, 0
-	ins.out.stmts = &w.stmts
 	for _, r := range reqs {
 		if r.event != nil {
 			err = ins.event(r.event)
 		} else {
-			_, _, err = walk(r.batch, ins.record)
+			_, _, err = walk(r.batch, &w.iter, ins.record)
 			ins.out.ingested += readingBytes(r.batch)
 		}
 		if err != nil {
@@ -257,9 +277,10 @@ const maxText = 6
 // rowText is the number of text columns of each recorder table, after time_ns.
 var rowText = [numRowTables]int{tabReadings: 4, tabSummaries: 4, tabScores: 4, tabAlerts: 6, tabEvents: 5}
 
-// rowChunks are the row counts of the record path's multi-row INSERTs, largest first: a table's
-// rows go in as a full rowChunks[0] as soon as there are that many, and the rest at the end of
-// the transaction as few statements as fit (at most 7 parameters a row).
+// rowChunks are the row counts of the multi-row INSERTs, largest first: a table's rows (and the
+// outbox's) go in as a full rowChunks[0] as soon as there are that many, and the rest at the end
+// of the transaction in as few statements as fit (at most 7 parameters a row, so at most 1793
+// parameters a statement).
 var rowChunks = [...]int{256, 32, 4, 1}
 
 // rowsInsertSQL returns the INSERT of n rows into table t. It is INSERT OR FAIL, not INSERT (OR
@@ -283,56 +304,104 @@ func rowsInsertSQL(t, n int) string {
 	return b.String()
 }
 
-// rowStmts are the record path's multi-row INSERTs, per table and rowChunks entry, prepared on
-// the writer's connection before its first transaction and kept until the store closes.
-type rowStmts [numRowTables][len(rowChunks)]*sql.Stmt
-
-// prepare prepares the statements if they are not yet. The writer calls it outside of any
-// transaction: its database has a single connection, which a transaction holds.
-func (r *rowStmts) prepare(ctx context.Context, db *sql.DB) error {
-	for t := range r {
-		for c, n := range rowChunks {
-			if r[t][c] != nil {
-				continue
-			}
-			st, err := db.PrepareContext(ctx, rowsInsertSQL(t, n))
-			if err != nil {
-				return fmt.Errorf("prepare %s insert: %w", tableName(t), err)
-			}
-			r[t][c] = st
-		}
-	}
-	return nil
+// bulkStmts are the writer's multi-row INSERTs, per table (tabReadings ... tabOutbox) and
+// rowChunks entry, prepared on the writer's connection when first used and kept until the store
+// closes. Only the writer goroutine uses them, inside sql.Conn.Raw on that connection.
+type bulkStmts struct {
+	conn    any // the go-sqlite3 connection they belong to
+	stmts   [numTables][len(rowChunks)]*bulkStmt
+	wal     walWatch  // installed on conn with its first statement
+	watched *bulkStmt // a statement of conn, once wal watches conn
 }
 
-// close closes the prepared statements.
-func (r *rowStmts) close() {
-	for t := range r {
-		for c, st := range r[t] {
+// get returns the INSERT of rowChunks[c] rows into table t, prepared on conn, the driver
+// connection that sql.Conn.Raw passed. If database/sql has replaced the connection since the
+// last call, the statements of the old one are dropped and prepared again.
+func (b *bulkStmts) get(conn any, t, c int) (*bulkStmt, error) {
+	if conn != b.conn {
+		b.closeAll()
+		b.conn = conn
+	}
+	if st := b.stmts[t][c]; st != nil {
+		return st, nil
+	}
+	defer b.watch()
+	query := outboxInsertSQL(rowChunks[c])
+	if t != tabOutbox {
+		query = rowsInsertSQL(t, rowChunks[c])
+	}
+	st, err := prepareBulk(conn, query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s insert: %w", tableName(t), err)
+	}
+	b.stmts[t][c] = st
+	return st, nil
+}
+
+// watch makes b.wal follow the WAL of b.conn, once it has a statement.
+func (b *bulkStmts) watch() {
+	if b.watched != nil || b.wal.w == nil {
+		return
+	}
+	for t := range b.stmts {
+		for _, st := range b.stmts[t] {
 			if st != nil {
-				st.Close()
-				r[t][c] = nil
+				b.wal.watch(st)
+				b.watched = st
+				return
 			}
 		}
 	}
 }
 
-// tableName returns the name of recorder table t.
+// closeAll finalizes the statements (those of a closed connection are left to it).
+func (b *bulkStmts) closeAll() {
+	b.watched = nil // a connection that is not b.conn has gone, and its hook with it
+	for t := range b.stmts {
+		for c, st := range b.stmts[t] {
+			if st != nil {
+				st.close()
+				b.stmts[t][c] = nil
+			}
+		}
+	}
+	b.conn = nil
+}
+
+// close puts SQLite's own WAL hook back on b.conn and finalizes the statements, before db
+// closes. It reports whether no connection has b.wal's hook any more (it may be freed).
+func (b *bulkStmts) close(db *sql.DB) (unwatched bool) {
+	if conn, err := db.Conn(context.Background()); err == nil {
+		conn.Raw(func(dc any) error {
+			if dc == b.conn && b.watched != nil {
+				b.wal.unwatch(b.watched)
+			}
+			unwatched = true
+			b.closeAll()
+			return nil
+		})
+		conn.Close()
+	}
+	b.closeAll()
+	return unwatched
+}
+
+// tableName returns the name of table t.
 func tableName(t int) string {
+	if t == tabOutbox {
+		return "outbox"
+	}
 	name, _, _ := strings.Cut(rowColumns[t], " ")
 	return name
 }
 
 // rowBuf holds the rows of one table waiting for their multi-row INSERT. Their text columns are
-// copied into arena back to back, so queuing a row allocates nothing once the buffers have
-// grown; the writer reuses a rowBuf from one transaction to the next.
+// copied into arena back to back, and bound from there (see bulkStmt), so queuing and inserting
+// a row allocate nothing once the buffers have grown; the writer reuses a rowBuf from one
+// transaction to the next.
 type rowBuf struct {
 	rows  []pendingRow
 	arena []byte
-	// The last value bound to each text column, and that value boxed: a value that repeats (the
-	// source, the series, often the tags) is passed to the driver without boxing it again.
-	last  [maxText]string
-	lastV [maxText]any
 }
 
 // pendingRow is one row of a rowBuf: its time, and where each text column ends in the arena
@@ -371,12 +440,13 @@ func (b *rowBuf) addString(timeNS int64, cols ...string) {
 type inserter struct {
 	ctx           context.Context
 	tx            *sql.Tx
+	conn          *sql.Conn             // the connection tx holds
 	rows          *[numRowTables]rowBuf // the writer's, reused
-	stmts         *rowStmts             // prepared on the writer's connection
-	txStmts       [numRowTables][len(rowChunks)]*sql.Stmt
-	args          []any       // a statement's arguments, reused
-	json          jsonEncoder // fields
-	jsonTags      jsonEncoder // tags
+	bulk          *bulkStmts            // the writer's
+	params        []bulkParam           // a statement's parameters, reused
+	iter          *abi.Iter             // the writer's, for walk
+	json          jsonEncoder           // fields
+	jsonTags      jsonEncoder           // tags
 	lastReadingID int64
 	upstream      UpstreamFunc // nil: no uplink
 	now           int64        // the transaction's time, ns: created_ns of its outbox rows
@@ -395,6 +465,10 @@ func (in *inserter) queued(t int) error {
 // allow, and empties its buffer.
 func (in *inserter) flushRows(t int) error {
 	b := &in.rows[t]
+	if len(b.arena) > math.MaxInt32 {
+		return fmt.Errorf("insert %s: %d bytes of text in %d rows: more than a statement binds",
+			tableName(t), len(b.arena), len(b.rows))
+	}
 	nText := rowText[t]
 	for c, i := 0, 0; i < len(b.rows); {
 		n := rowChunks[c]
@@ -402,49 +476,44 @@ func (in *inserter) flushRows(t int) error {
 			c++
 			continue
 		}
-		chunk := b.rows[i : i+n]
-		start := 0
+		from := 0
 		if i > 0 {
-			start = b.rows[i-1].ends[nText-1]
+			from = b.rows[i-1].ends[nText-1]
 		}
-		// One string for the chunk's text: its columns are substrings of it, which cost nothing.
-		text := string(b.arena[start:chunk[n-1].ends[nText-1]])
-		args := in.args[:0]
-		from := start
-		for _, r := range chunk {
-			args = append(args, r.timeNS)
+		params := in.params[:0]
+		for _, r := range b.rows[i : i+n] {
+			params = append(params, intParam(r.timeNS))
 			for col := range nText {
-				v := text[from-start : r.ends[col]-start]
+				params = append(params, bytesParam(paramText, from, r.ends[col]))
 				from = r.ends[col]
-				if v != b.last[col] || b.lastV[col] == nil {
-					b.last[col], b.lastV[col] = v, v
-				}
-				args = append(args, b.lastV[col])
 			}
 		}
-		in.args = args
-		st := in.txStmts[t][c]
-		if st == nil {
-			// Prepared on the writer's only connection, which the transaction holds:
-			// StmtContext reuses it instead of preparing it again.
-			st = in.tx.StmtContext(in.ctx, in.stmts[t][c])
-			in.txStmts[t][c] = st
-		}
-		res, err := st.ExecContext(in.ctx, args...)
-		clear(args)
+		in.params = params
+		id, err := in.exec(t, c, b.arena, params)
 		if err != nil {
 			return fmt.Errorf("insert %s: %w", tableName(t), err)
 		}
 		if t == tabReadings {
-			// The last row of a multi-row INSERT gets the highest id.
-			if in.lastReadingID, err = res.LastInsertId(); err != nil {
-				return fmt.Errorf("insert %s: %w", tableName(t), err)
-			}
+			in.lastReadingID = id // the last row of a multi-row INSERT gets the highest id
 		}
 		i += n
 	}
 	b.reset()
 	return nil
+}
+
+// exec runs the INSERT of rowChunks[c] rows into table t with params, whose text and blobs are
+// in arena, on the transaction's connection, and returns the rowid of its last row.
+func (in *inserter) exec(t, c int, arena []byte, params []bulkParam) (rowid int64, err error) {
+	err = in.conn.Raw(func(conn any) error {
+		st, err := in.bulk.get(conn, t, c)
+		if err != nil {
+			return err
+		}
+		rowid, err = st.exec(arena, params)
+		return err
+	})
+	return rowid, err
 }
 
 // flushAllRows inserts the rows queued for every table.
@@ -455,16 +524,6 @@ func (in *inserter) flushAllRows() error {
 		}
 	}
 	return nil
-}
-
-func (in *inserter) close() {
-	for t := range in.txStmts {
-		for _, st := range in.txStmts[t] {
-			if st != nil {
-				st.Close()
-			}
-		}
-	}
 }
 
 // readingBytes returns the encoded size of the readings in batch: the bytes ingested, what the
@@ -538,7 +597,7 @@ func (in *inserter) event(e *eventRow) error {
 		// The event is recorded whatever happens to its upstream copy (Builder makes valid
 		// records, so a decoding error is not expected; it must not fail the commit).
 		var de *abi.DecodeError
-		if _, _, err := walk(e.upstream, in.enqueue); err != nil && !errors.As(err, &de) {
+		if _, _, err := walk(e.upstream, in.iter, in.enqueue); err != nil && !errors.As(err, &de) {
 			return err
 		}
 	}
@@ -548,10 +607,12 @@ func (in *inserter) event(e *eventRow) error {
 // walk calls fn, if not nil, for each record of batch, and returns how many it saw. Records of a
 // kind that abi does not know (a newer ABI's) are skipped by their size and counted in skipped.
 // It stops at fn's first error, or at the first record that does not decode with an
-// *abi.DecodeError whose Offset counts from the start of batch.
-func walk(batch []byte, fn func(*abi.Record) error) (rows, skipped int, err error) {
+// *abi.DecodeError whose Offset counts from the start of batch. it is the iterator it uses, the
+// caller's (the records passed to fn are in it, so a local one would be an allocation per call);
+// it is left pointing into batch.
+func walk(batch []byte, it *abi.Iter, fn func(*abi.Record) error) (rows, skipped int, err error) {
 	for off := 0; off < len(batch); {
-		it := abi.Iter{Buf: batch[off:]}
+		*it = abi.Iter{Buf: batch[off:]}
 		for it.Next() {
 			if fn != nil {
 				if err := fn(&it.Rec); err != nil {
