@@ -90,5 +90,5 @@ func (nopOutbox) Ack(context.Context, []int64) error { return nil }
 func (nopOutbox) OutboxStats(context.Context) (store.OutboxStats, error) {
 	return store.OutboxStats{}, nil
 }
-func (nopOutbox) OutboxNotify() <-chan struct{} { return nil }
+func (nopOutbox) OutboxNotify() <-chan struct{}                         { return nil }
 func (nopOutbox) LastSteps(context.Context) ([]store.UpdateStep, error) { return nil, nil }
