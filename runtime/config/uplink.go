@@ -22,11 +22,13 @@ import (
 //	  tls: {ca_file: ca.pem, cert_file: box.pem, key_file: box.key}
 //	  commands: {actuate: [fan]}          # modules cmd/actuate may drive; default none
 type Uplink struct {
-	Broker         string   `yaml:"broker"`           // URL of the MQTT broker; required
-	ClientID       string   `yaml:"client_id"`        // default perch-<site>-<device>
-	Keepalive      Duration `yaml:"keepalive"`        // MQTT keepalive; default 30s
-	InFlight       int      `yaml:"in_flight"`        // unacknowledged publishes; default 32
-	Heartbeat      Duration `yaml:"heartbeat"`        // status heartbeat period; default 60s
+	Broker    string   `yaml:"broker"`    // URL of the MQTT broker; required
+	ClientID  string   `yaml:"client_id"` // default perch-<site>-<device>
+	Keepalive Duration `yaml:"keepalive"` // MQTT keepalive; default 30s
+	InFlight  int      `yaml:"in_flight"` // unacknowledged publishes; default 32
+	// Heartbeat is the status heartbeat period; default 5m. Liveness does not wait for it: the
+	// broker publishes the last will (offline) as soon as the connection is lost.
+	Heartbeat      Duration `yaml:"heartbeat"`
 	OutboxMaxBytes int64    `yaml:"outbox_max_bytes"` // outbox quota; default 64 MiB
 	// DailyBudgetBytes bounds the payload bytes sent per UTC day: past 80 % of it only alerts
 	// and summaries go, past all of it only alerts (the rest waits in the outbox); it may be
@@ -87,7 +89,7 @@ const (
 const (
 	DefaultUplinkKeepalive = 30 * time.Second
 	DefaultUplinkInFlight  = 32
-	DefaultUplinkHeartbeat = 60 * time.Second
+	DefaultUplinkHeartbeat = 5 * time.Minute
 	DefaultOutboxMaxBytes  = 64 << 20
 )
 

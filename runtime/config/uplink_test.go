@@ -25,7 +25,7 @@ func TestUplinkDefaults(t *testing.T) {
 	}
 	u := cfg.Uplink
 	if !u.Enabled() || u.ClientID != "perch-s-d" || u.Keepalive.D() != 30*time.Second ||
-		u.InFlight != 32 || u.Heartbeat.D() != time.Minute || u.OutboxMaxBytes != 64<<20 ||
+		u.InFlight != 32 || u.Heartbeat.D() != 5*time.Minute || u.OutboxMaxBytes != 64<<20 ||
 		u.RawReadings.Enabled || u.RawReadings.MaxPerSecond != 1 || config.TLSBroker(u.Broker) ||
 		u.Summaries.Batch.D() != time.Minute || !u.Summaries.Compress || u.Summaries.Digits != 6 {
 		t.Errorf("defaults: %+v", u)

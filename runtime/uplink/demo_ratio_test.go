@@ -27,16 +27,16 @@ import (
 // time, and reports the bytes that went upstream as a share of the bytes ingested (the encoded
 // size of the readings recorded):
 //
-//   - published/ingested_%: the payload bytes a subscriber received on the alerts, summaries and
-//     events topics, plus those the uplink would still send for what the outbox holds at the
-//     end (the last summary batch, still waiting, and the runtime's stopped event);
+//   - published/ingested_%: the payload bytes a subscriber received on the alerts, summaries,
+//     events and status topics, plus those the uplink would still send for what the outbox
+//     holds at the end (the last summary batch, still waiting, and the runtime's stopped event);
 //   - steady/ingested_%: the same for alerts and summaries only, without the one-off start-up
 //     and shutdown events (the steady state: alerts are never batched, and come when they come);
-//   - summaries/, alerts/, events/ingested_%: each kind.
+//   - summaries/, alerts/, events/, status/ingested_%: each kind (status: the retained birth
+//     message and the heartbeats).
 //
 // PERCH_DEMO_SUMMARIES, if set, is the uplink.summaries section to use instead of the defaults
-// (such as "{batch: 0}" or "{batch: 5m}"). Status heartbeats (retained, once a minute) are not
-// counted. Every message is decoded with [uplink.DecodeMessages]; the ids received are checked
+// (such as "{batch: 0}" or "{batch: 5m}"). Every message is decoded with [uplink.DecodeMessages]; the ids received are checked
 // (each summary and event once, none lost). It runs once, whatever b.N.
 func BenchmarkDemoRatio(b *testing.B) {
 	perchtest.Built(b, "bme280")
@@ -81,6 +81,13 @@ func BenchmarkDemoRatio(b *testing.B) {
 	defer sub.Disconnect(0)
 	tok := sub.Subscribe(prefix+"#", 1, func(_ paho.Client, m paho.Message) {
 		topic := strings.TrimPrefix(m.Topic(), prefix)
+		if topic == uplink.TopicStatus {
+			mu.Lock()
+			bytesPer[topic] += int64(len(m.Payload()))
+			msgsPer[topic]++
+			mu.Unlock()
+			return
+		}
 		if topic != uplink.TopicAlerts && topic != uplink.TopicSummaries && topic != uplink.TopicEvents && topic != uplink.TopicReadings {
 			return
 		}
@@ -150,12 +157,15 @@ func BenchmarkDemoRatio(b *testing.B) {
 		per[k.topic] = bytesPer[k.topic] + leftBytes[k.prio]
 		total += per[k.topic]
 	}
+	per[uplink.TopicStatus] = bytesPer[uplink.TopicStatus]
+	total += per[uplink.TopicStatus]
 	ingested := float64(s.BytesIngested)
 	b.ReportMetric(100*float64(total)/ingested, "published/ingested_%")
 	b.ReportMetric(100*float64(per[uplink.TopicAlerts]+per[uplink.TopicSummaries])/ingested, "steady/ingested_%")
 	b.ReportMetric(100*float64(per[uplink.TopicSummaries])/ingested, "summaries/ingested_%")
 	b.ReportMetric(100*float64(per[uplink.TopicAlerts])/ingested, "alerts/ingested_%")
 	b.ReportMetric(100*float64(per[uplink.TopicEvents])/ingested, "events/ingested_%")
+	b.ReportMetric(100*float64(per[uplink.TopicStatus])/ingested, "status/ingested_%")
 	b.ReportMetric(ingested, "ingested_B")
 	b.ReportMetric(float64(total), "published_B")
 	js, _ := json.Marshal(map[string]any{"received_bytes": bytesPer, "received_messages": msgsPer,
