@@ -181,20 +181,7 @@ func (sc *crashScenario) round(t *testing.T, round int, p cutPoint) (int, string
 	if err := update.ApplyInstalledFS(cfg, box.fs, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("%s: ApplyInstalled before the update: %v", where, err)
 	}
-	a := box.agent(t, cfg, fsys, tgt, st)
-	start := box.fs.Ops()
-	if p.op > 0 {
-		box.fs.CutAfter(p.op)
-	}
-	err := a.Once(ctx)
-	ops := box.fs.Ops() - start
-	cut := fsys.wasCut()
-	if !cut && err != nil {
-		t.Fatalf("%s: the update failed without a cut: %v", where, err)
-	}
-	if p.op > 0 && !cut && p.op <= ops {
-		t.Fatalf("%s: the cut at op %d did not happen (%d ops)", where, p.op, ops)
-	}
+	ops := pollWithCut(ctx, t, where, box.agent(t, cfg, fsys, tgt, st), fsys, p)
 	st.Close() // the power is off: nothing more reaches the recorder
 
 	// Power on: what the disk kept, what ApplyInstalled makes of it.
@@ -209,7 +196,7 @@ func (sc *crashScenario) round(t *testing.T, round int, p cutPoint) (int, string
 	st = box.openStore(t)
 	defer st.Close()
 	tgt = &fakeTarget{}
-	a = box.agent(t, cfg, box.fs, tgt, st)
+	a := box.agent(t, cfg, box.fs, tgt, st)
 	if err := a.Once(ctx); err != nil {
 		t.Fatalf("%s: after the reboot (running the %s release) the next poll failed: %v", where, runs, err)
 	}
@@ -382,6 +369,28 @@ func (b *crashBox) check(t *testing.T, where string, cfg *config.Config) string 
 // powerFS is the box's disk as the agent sees it: a faultfs whose power cut also stops the
 // process, here the recorder (closed at the cut, so that nothing the agent does after it
 // reaches SQLite, as nothing would after a real one).
+// pollWithCut runs one poll of a with the power cut at operation p.op of fsys (from now; none
+// when 0: then only the swap or health hooks the caller set may cut it). It returns how many
+// operations the poll made; a poll that fails without a cut, or a cut that was due and did not
+// happen, fails the test.
+func pollWithCut(ctx context.Context, t *testing.T, where string, a *update.Agent, fsys *powerFS, p cutPoint) int {
+	t.Helper()
+	start := fsys.FS.Ops()
+	if p.op > 0 {
+		fsys.FS.CutAfter(p.op)
+	}
+	err := a.Once(ctx)
+	ops := fsys.FS.Ops() - start
+	cut := fsys.wasCut()
+	if !cut && err != nil {
+		t.Fatalf("%s: the update failed without a cut: %v", where, err)
+	}
+	if p.op > 0 && !cut && p.op <= ops {
+		t.Fatalf("%s: the cut at op %d did not happen (%d ops)", where, p.op, ops)
+	}
+	return ops
+}
+
 type powerFS struct {
 	*faultfs.FS
 	onCut func()
@@ -761,20 +770,7 @@ func (sc *modelCrash) round(t *testing.T, round int, p cutPoint) (int, string) {
 	if sc.check(t, where+", before the update", b, cfg) != "old" {
 		t.Fatalf("%s: before the update the box does not run the old release", where)
 	}
-	a := b.agent(t, cfg, fsys, tgt, st)
-	start := b.fs.Ops()
-	if p.op > 0 {
-		b.fs.CutAfter(p.op)
-	}
-	err := a.Once(ctx)
-	ops := b.fs.Ops() - start
-	cut := fsys.wasCut()
-	if !cut && err != nil {
-		t.Fatalf("%s: the update failed without a cut: %v", where, err)
-	}
-	if p.op > 0 && !cut && p.op <= ops {
-		t.Fatalf("%s: the cut at op %d did not happen (%d ops)", where, p.op, ops)
-	}
+	ops := pollWithCut(ctx, t, where, b.agent(t, cfg, fsys, tgt, st), fsys, p)
 	st.Close()
 
 	// Power on.
@@ -787,7 +783,7 @@ func (sc *modelCrash) round(t *testing.T, round int, p cutPoint) (int, string) {
 	st = b.openStore(t)
 	defer st.Close()
 	tgt = &fakeTarget{disk: b.fs}
-	a = b.agent(t, cfg, b.fs, tgt, st)
+	a := b.agent(t, cfg, b.fs, tgt, st)
 	if err := a.Once(ctx); err != nil {
 		t.Fatalf("%s: after the reboot (running the %s release) the next poll failed: %v", where, runs, err)
 	}
