@@ -20,6 +20,14 @@ import (
 	"github.com/perch-edge/perch/sdk/perchtest"
 )
 
+// pushRuntimeRelease pushes data as release 1 of the perch binary (target runtime/perch) for
+// hardware, and deployment pumps-1 (release 1), which names it for the whole group.
+func (f *registryFixture) pushRuntimeRelease(version string, hardware []string, data []byte) {
+	f.t.Helper()
+	f.pushSlotImage("runtime/perch", artifact.Runtime, version, 1, hardware, data)
+	f.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nruntime: runtime/perch\n")
+}
+
 // pushSlotImage pushes data as one file of kind (runtime or firmware) to target, release
 // release, for hardware, and signs it.
 func (f *registryFixture) pushSlotImage(target string, kind artifact.Kind, version string, release uint64, hardware []string, data []byte) {
@@ -164,8 +172,7 @@ func TestIntegrationAgentRuntimeSlots(t *testing.T) {
 	ctx := context.Background()
 	reg := newRegistry(t)
 	newBin := bytes.Repeat([]byte("perch 0.2.0\n"), 100000) // 1.2 MB: more than one copy chunk
-	reg.pushSlotImage("runtime/perch", artifact.Runtime, "0.2.0", 1, []string{"amd64"}, newBin)
-	reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nruntime: runtime/perch\n")
+	reg.pushRuntimeRelease("0.2.0", []string{"amd64"}, newBin)
 	dir := t.TempDir()
 	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
 
@@ -234,8 +241,7 @@ func TestIntegrationAgentRuntimeSlotsRollback(t *testing.T) {
 	}
 	ctx := context.Background()
 	reg := newRegistry(t)
-	reg.pushSlotImage("runtime/perch", artifact.Runtime, "0.3.0", 1, []string{"amd64", "arm64"}, []byte("perch 0.3.0, which crashes\n"))
-	reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nruntime: runtime/perch\n")
+	reg.pushRuntimeRelease("0.3.0", []string{"amd64", "arm64"}, []byte("perch 0.3.0, which crashes\n"))
 	dir := t.TempDir()
 	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
 	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
@@ -325,8 +331,7 @@ func TestIntegrationAgentRuntimeSlotsRefused(t *testing.T) {
 	}
 	ctx := context.Background()
 	reg := newRegistry(t)
-	reg.pushSlotImage("runtime/perch", artifact.Runtime, "0.2.0", 1, []string{"arm64"}, []byte("perch 0.2.0 for arm64\n"))
-	reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nruntime: runtime/perch\n")
+	reg.pushRuntimeRelease("0.2.0", []string{"arm64"}, []byte("perch 0.2.0 for arm64\n"))
 	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
 	for _, tc := range []struct {
 		name      string
@@ -378,8 +383,7 @@ func TestIntegrationAgentRuntimeSlotsCrashAtStart(t *testing.T) {
 	}
 	ctx := context.Background()
 	reg := newRegistry(t)
-	reg.pushSlotImage("runtime/perch", artifact.Runtime, "0.4.0", 1, []string{"amd64"}, []byte("perch 0.4.0, which segfaults\n"))
-	reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nruntime: runtime/perch\n")
+	reg.pushRuntimeRelease("0.4.0", []string{"amd64"}, []byte("perch 0.4.0, which segfaults\n"))
 	dir := t.TempDir()
 	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
 	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
@@ -427,8 +431,7 @@ func TestIntegrationAgentRuntimeSlotsCommitInterrupted(t *testing.T) {
 	}
 	ctx := context.Background()
 	reg := newRegistry(t)
-	reg.pushSlotImage("runtime/perch", artifact.Runtime, "0.2.0", 1, []string{"amd64"}, []byte("perch 0.2.0\n"))
-	reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nruntime: runtime/perch\n")
+	reg.pushRuntimeRelease("0.2.0", []string{"amd64"}, []byte("perch 0.2.0\n"))
 	dir := t.TempDir()
 	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
 	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
@@ -535,8 +538,7 @@ func TestIntegrationAgentRuntimeSlotsStagedStepLost(t *testing.T) {
 	}
 	ctx := context.Background()
 	reg := newRegistry(t)
-	reg.pushSlotImage("runtime/perch", artifact.Runtime, "0.2.0", 1, []string{"amd64"}, []byte("perch 0.2.0\n"))
-	reg.pushDeployment("deployments/pumps", 1, "name: pumps-1\ngroup: pumps\nstage: 100\nruntime: runtime/perch\n")
+	reg.pushRuntimeRelease("0.2.0", []string{"amd64"}, []byte("perch 0.2.0\n"))
 	dir := t.TempDir()
 	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
 	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
