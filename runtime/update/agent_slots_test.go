@@ -20,6 +20,24 @@ import (
 	"github.com/perch-edge/perch/sdk/perchtest"
 )
 
+// stagedRuntime pushes release 1 of the perch binary (version, data, for amd64) and runs a box
+// on slot A (perch 0.1.0) whose first poll stages it into slot B and asks for one restart; the
+// box is stopped then, as the restart would. It returns the registry, the box's folder, the
+// slots folder and its loader.
+func stagedRuntime(t *testing.T, version string, data []byte) (*registryFixture, string, string, *boot.FileLoader) {
+	t.Helper()
+	reg := newRegistry(t)
+	reg.pushRuntimeRelease(version, []string{"amd64"}, data)
+	dir := t.TempDir()
+	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
+	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
+	if err := b.agent.Once(context.Background()); err != nil || len(b.restarts) != 1 {
+		t.Fatalf("stage: %v, restarts %q", err, b.restarts)
+	}
+	b.stop()
+	return reg, dir, slotDir, fl
+}
+
 // pushRuntimeRelease pushes data as release 1 of the perch binary (target runtime/perch) for
 // hardware, and deployment pumps-1 (release 1), which names it for the whole group.
 func (f *registryFixture) pushRuntimeRelease(version string, hardware []string, data []byte) {
@@ -382,15 +400,7 @@ func TestIntegrationAgentRuntimeSlotsCrashAtStart(t *testing.T) {
 		t.Skip("integration test: a registry, a runtime, Wasm modules")
 	}
 	ctx := context.Background()
-	reg := newRegistry(t)
-	reg.pushRuntimeRelease("0.4.0", []string{"amd64"}, []byte("perch 0.4.0, which segfaults\n"))
-	dir := t.TempDir()
-	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
-	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
-	if err := b.agent.Once(ctx); err != nil || len(b.restarts) != 1 {
-		t.Fatalf("stage: %v, restarts %q", err, b.restarts)
-	}
-	b.stop()
+	reg, dir, slotDir, fl := stagedRuntime(t, "0.4.0", []byte("perch 0.4.0, which segfaults\n"))
 	var got []boot.Slot
 	for range 4 { // three trial boots that crash at once, then the fallback
 		s, err := fl.Boot(ctx)
@@ -402,7 +412,7 @@ func TestIntegrationAgentRuntimeSlotsCrashAtStart(t *testing.T) {
 	if fmt.Sprint(got) != "[B B B A]" {
 		t.Fatalf("boots %v", got)
 	}
-	b = startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
+	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
 	for range 2 {
 		if err := b.agent.Once(ctx); err != nil {
 			t.Fatal(err)
@@ -430,15 +440,7 @@ func TestIntegrationAgentRuntimeSlotsCommitInterrupted(t *testing.T) {
 		t.Skip("integration test: a registry, a runtime, Wasm modules")
 	}
 	ctx := context.Background()
-	reg := newRegistry(t)
-	reg.pushRuntimeRelease("0.2.0", []string{"amd64"}, []byte("perch 0.2.0\n"))
-	dir := t.TempDir()
-	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
-	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
-	if err := b.agent.Once(ctx); err != nil || len(b.restarts) != 1 {
-		t.Fatalf("stage: %v, restarts %q", err, b.restarts)
-	}
-	b.stop()
+	reg, dir, slotDir, fl := stagedRuntime(t, "0.2.0", []byte("perch 0.2.0\n"))
 	if s, err := fl.Boot(ctx); err != nil || s != boot.SlotB {
 		t.Fatalf("trial boot: %s, %v", s, err)
 	}
@@ -449,7 +451,7 @@ func TestIntegrationAgentRuntimeSlotsCommitInterrupted(t *testing.T) {
 	if s, err := fl.Boot(ctx); err != nil || s != boot.SlotB {
 		t.Fatalf("boot after the cut: %s, %v", s, err)
 	}
-	b = startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotB, "amd64", true)
+	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotB, "amd64", true)
 	if err := b.agent.Once(ctx); err != nil || len(b.restarts) != 0 {
 		t.Fatalf("after the cut: %v, restarts %q", err, b.restarts)
 	}
@@ -537,15 +539,7 @@ func TestIntegrationAgentRuntimeSlotsStagedStepLost(t *testing.T) {
 		t.Skip("integration test: a registry, a runtime, Wasm modules")
 	}
 	ctx := context.Background()
-	reg := newRegistry(t)
-	reg.pushRuntimeRelease("0.2.0", []string{"amd64"}, []byte("perch 0.2.0\n"))
-	dir := t.TempDir()
-	slotDir, fl := newSlots(t, []byte("perch 0.1.0\n"))
-	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotA, "amd64", true)
-	if err := b.agent.Once(ctx); err != nil || len(b.restarts) != 1 {
-		t.Fatalf("stage: %v, restarts %q", err, b.restarts)
-	}
-	b.stop()
+	reg, dir, slotDir, fl := stagedRuntime(t, "0.2.0", []byte("perch 0.2.0\n"))
 	db, err := sql.Open("sqlite3", filepath.Join(dir, "perch.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -557,7 +551,7 @@ func TestIntegrationAgentRuntimeSlotsStagedStepLost(t *testing.T) {
 	if s, err := fl.Boot(ctx); err != nil || s != boot.SlotB {
 		t.Fatalf("trial boot: %s, %v", s, err)
 	}
-	b = startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotB, "amd64", true)
+	b := startSlotBox(t, reg, dir, slotDir, "scale", boot.SlotB, "amd64", true)
 	if err := b.agent.Once(ctx); err != nil || len(b.restarts) != 0 {
 		t.Fatalf("trial: %v, restarts %q", err, b.restarts)
 	}
